@@ -1,0 +1,63 @@
+# minimovq — two commands:  `make lab` (set up + open JupyterLab)  and  `make test` (set up + run everything).
+#
+# The environment is the active virtualenv or conda env if there is one, else ./.venv (created here).
+# TORCH_CPU=1 installs the small CPU-only torch build (from the PyTorch index) on machines without a GPU.
+
+PYTHON ?= python3
+ifdef VIRTUAL_ENV
+  ENV_DIR := $(VIRTUAL_ENV)
+else ifdef CONDA_PREFIX
+  ENV_DIR := $(CONDA_PREFIX)
+else
+  ENV_DIR := .venv
+endif
+PY := $(ENV_DIR)/bin/python
+STAMP := $(ENV_DIR)/.minimovq-installed
+PIP_EXTRA := $(if $(TORCH_CPU),--extra-index-url https://download.pytorch.org/whl/cpu,)
+JOBS ?= 2
+
+.PHONY: lab test setup notebooks check-notebooks unit nbtest bench clean help
+help:
+	@echo "make lab        set up the environment and open JupyterLab on notebooks/"
+	@echo "make test       set up the environment and run the unit tests + every notebook (quick profile)"
+	@echo "make notebooks  regenerate student + solution notebooks from notebooks/src/"
+	@echo "make bench      print the speed and memory tables in benchmarks/"
+
+$(ENV_DIR)/bin/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "minimovq needs Python 3.10 or newer"'
+	$(PYTHON) -m venv $(ENV_DIR)
+
+$(STAMP): pyproject.toml | $(ENV_DIR)/bin/python
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(PIP_EXTRA) -e ".[lab,dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+lab: setup
+	$(PY) -m jupyter lab notebooks/
+
+# Unit tests and all ten notebooks (student + solution of every lesson) in the quick profile, two workers.
+test: setup
+	CI=$${CI:-1} MINIMOVQ_PROFILE=quick OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) -m pytest -q -n $(JOBS) \
+		--dist loadfile --nbval-lax --nbval-cell-timeout=900 \
+		tests notebooks/*.ipynb notebooks/solutions/*.ipynb
+
+unit: setup
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(JOBS) tests
+
+nbtest: setup
+	MINIMOVQ_PROFILE=quick OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(JOBS) --dist loadfile --nbval-lax \
+		notebooks/*.ipynb notebooks/solutions/*.ipynb
+
+notebooks: setup
+	$(PY) -m minimovq.authoring
+
+check-notebooks: setup
+	$(PY) -m minimovq.authoring --check
+
+bench: setup
+	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache checkpoints

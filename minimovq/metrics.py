@@ -1,0 +1,106 @@
+"""Reconstruction metrics, with their definitions spelled out.
+
+All functions take image batches (B, C, H, W) in [-1, 1] (the course's convention) and return one value per
+image (B,) unless noted. They are computed in float32 on the images' device.
+
+* **PSNR** = 10·log10(MAX² / MSE), where MSE is the mean over C, H, W and MAX is the data range. We report PSNR
+  on images mapped to [0, 1] (MAX = 1), the common convention, so numbers compare with papers.
+* **SSIM** (Wang et al. 2004): a Gaussian window of size 11 and σ = 1.5, constants C1 = (0.01·L)² and
+  C2 = (0.03·L)² with L = 1 (images in [0, 1]); "valid" filtering (no padding); the SSIM map is averaged over
+  space and channels. This is the definition used by scikit-image with ``gaussian_weights=True``.
+  Images smaller than the window use a window that fits.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+
+def _to01(x: torch.Tensor) -> torch.Tensor:
+    return ((x.float() + 1) / 2).clamp(0, 1)
+
+
+def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per image (B,), for images in [-1, 1] (measured in [0, 1]): 10·log10(1 / MSE)."""
+    mse = (_to01(x_hat) - _to01(x)).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
+    r = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-(r ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]  # (size, size)
+
+
+def ssim(x_hat: torch.Tensor, x: torch.Tensor, window_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """SSIM per image (B,), for images in [-1, 1] (measured in [0, 1]).
+
+    SSIM(a, b) = (2·μa·μb + C1)(2·σab + C2) / ((μa² + μb² + C1)(σa² + σb² + C2)), with local statistics
+    from a Gaussian window; averaged over the valid region and over channels.
+    """
+    a, b = _to01(x_hat), _to01(x)
+    C = a.shape[1]
+    size = min(window_size, a.shape[-1], a.shape[-2])
+    size -= (size + 1) % 2  # keep it odd
+    w = _gaussian_window(size, sigma, a.device, a.dtype).expand(C, 1, size, size)
+    filt = lambda t: F.conv2d(t, w, groups=C)  # noqa: E731  (B, C, H', W')
+    mu_a, mu_b = filt(a), filt(b)
+    # Sample covariance correction as in scikit-image (use_sample_covariance=False with gaussian weights).
+    saa = filt(a * a) - mu_a ** 2
+    sbb = filt(b * b) - mu_b ** 2
+    sab = filt(a * b) - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (saa + sbb + c2))
+    return s.flatten(1).mean(1)
+
+
+@torch.no_grad()
+def evaluate_reconstruction(reconstruct: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, *,
+                            device: str | torch.device = "cpu", lpips=None, max_batches: int | None = None
+                            ) -> dict[str, float]:
+    """Evaluate a model over a whole split.
+
+    Args:
+        reconstruct: ``images (B,C,H,W) -> reconstructions`` (e.g. ``lambda x: model(x)[0]``).
+        loader: yields image batches (or ``(images, labels)``).
+        lpips: an optional LPIPS module; adds the mean ``lpips``.
+    Returns:
+        ``{"psnr", "ssim", "mse", ["lpips"], "n"}``: means over every image of the split.
+    """
+    sums: dict[str, float] = {"psnr": 0.0, "ssim": 0.0, "mse": 0.0}
+    if lpips is not None:
+        sums["lpips"] = 0.0
+    n = 0
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        x = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(device)
+        x_hat = reconstruct(x).float().clamp(-1, 1)
+        sums["psnr"] += psnr(x_hat, x).sum().item()
+        sums["ssim"] += ssim(x_hat, x).sum().item()
+        sums["mse"] += (x_hat - x).pow(2).flatten(1).mean(1).sum().item()
+        if lpips is not None:
+            sums["lpips"] += lpips(x_hat, x).flatten().sum().item()
+        n += x.shape[0]
+    if n == 0:
+        raise ValueError("the loader yielded no images to evaluate")
+    out = {k: v / n for k, v in sums.items()}
+    out["n"] = n
+    return out
+
+
+def format_table(rows: dict[str, dict[str, float]], keys: Iterable[str] | None = None, digits: int = 3) -> str:
+    """Render ``{row_name: {metric: value}}`` as a fixed-width text table (printed in notebooks and notes)."""
+    rows = dict(rows)
+    keys = list(keys or next(iter(rows.values())).keys())
+    w0 = max(len(r) for r in rows) + 2
+    head = "".join(f"{k:>12}" for k in keys)
+    lines = [f"{'':<{w0}}{head}"]
+    for name, vals in rows.items():
+        cells = "".join(f"{vals.get(k, float('nan')):>12.{digits}f}" if isinstance(vals.get(k), float)
+                        else f"{str(vals.get(k, '')):>12}" for k in keys)
+        lines.append(f"{name:<{w0}}{cells}")
+    return "\n".join(lines)

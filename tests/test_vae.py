@@ -1,0 +1,119 @@
+"""Lesson 1: the VAE model, its losses, its checks (reference passes, wrong versions fail), and bad input."""
+import pytest
+import torch
+
+from minimovq import vae
+from minimovq.checks import vae as checks
+from minimovq.profiles import get_profile
+from minimovq.validate import check_images
+
+
+def test_shapes_and_sampling():
+    m = vae.VAE(image_size=16, width=8, latent_dim=4)
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    x_hat, mu, logvar = m(x)
+    assert x_hat.shape == x.shape and mu.shape == logvar.shape == (3, 4)
+    assert m.sample(5).shape == (5, 3, 16, 16)
+
+
+def test_reparameterize_gradients_flow():
+    mu = torch.zeros(2, 3, requires_grad=True)
+    lv = torch.zeros(2, 3, requires_grad=True)
+    vae.reparameterize(mu, lv).pow(2).sum().backward()
+    assert mu.grad.abs().sum() > 0 and lv.grad.abs().sum() > 0
+
+
+def test_kl_closed_form_matches_torch_distributions():
+    from torch.distributions import Normal, kl_divergence
+
+    mu, lv = torch.randn(4, 5), torch.randn(4, 5)
+    ref = kl_divergence(Normal(mu, (0.5 * lv).exp()), Normal(0, 1)).sum(1)
+    assert torch.allclose(vae.kl_divergence(mu, lv), ref, atol=1e-5)
+
+
+def test_overfit_one_batch():
+    torch.manual_seed(0)
+    m = vae.VAE(image_size=16, width=16, latent_dim=16)
+    x = torch.rand(8, 3, 16, 16) * 2 - 1
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        loss = vae.vae_loss(m, x, beta=0.01)["rec"]
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1 * first
+
+
+@pytest.mark.parametrize("bad,match", [
+    (torch.zeros(3, 16, 16), "add a batch dimension"),
+    (torch.zeros(2, 1, 16, 16), "grayscale"),
+    (torch.zeros(2, 16, 16, 3), "channels-last"),
+    (torch.zeros(2, 3, 8, 8), "16x16"),
+    (torch.full((2, 3, 16, 16), 200.0), r"\[0, 255\]"),
+    (torch.zeros(2, 3, 16, 16, dtype=torch.uint8), "float"),
+])
+def test_bad_input_names_expected_shape(bad, match):
+    m = vae.VAE(image_size=16, width=8, latent_dim=4)
+    with pytest.raises(ValueError, match=match):
+        m(bad)
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="multiple of 8"):
+        vae.VAE(image_size=20)
+    with pytest.raises(ValueError, match="must be one of"):
+        get_profile("fast")
+    with pytest.raises(ValueError, match="multiples of 8"):
+        check_images(torch.zeros(1, 3, 12, 12), multiple_of=8)
+
+
+def test_checks_accept_reference():
+    checks.reparameterize(vae.reparameterize, strict=True)
+    checks.kl_divergence(vae.kl_divergence, strict=True)
+    checks.elbo_loss(vae.elbo_loss, strict=True)
+
+
+WRONG_REPARAM = {
+    "std is exp(logvar)": lambda mu, lv: mu + lv.exp() * torch.randn_like(mu),
+    "no noise": lambda mu, lv: mu,
+    "variance instead of std": lambda mu, lv: mu + lv.exp() * torch.randn_like(mu),
+    "fixed eps": lambda mu, lv: mu + (0.5 * lv).exp() * torch.ones_like(mu),
+    "detached": lambda mu, lv: (mu + (0.5 * lv).exp() * torch.randn_like(mu)).detach(),
+    "wrong shape eps": lambda mu, lv: mu + (0.5 * lv).exp() * torch.randn(mu.shape[-1]),
+}
+WRONG_KL = {
+    "sum to scalar": lambda mu, lv: 0.5 * (mu ** 2 + lv.exp() - 1 - lv).sum(),
+    "mean over dims": lambda mu, lv: 0.5 * (mu ** 2 + lv.exp() - 1 - lv).flatten(1).mean(1),
+    "missing half": lambda mu, lv: (mu ** 2 + lv.exp() - 1 - lv).flatten(1).sum(1),
+    "sign flipped logvar": lambda mu, lv: 0.5 * (mu ** 2 + lv.exp() - 1 + lv).flatten(1).sum(1),
+    "only last dim": lambda mu, lv: 0.5 * (mu ** 2 + lv.exp() - 1 - lv).sum(-1),
+}
+WRONG_ELBO = {
+    "mean over pixels": lambda xh, x, mu, lv, beta=1.0: ((xh - x) ** 2).mean() + beta * vae.kl_divergence(mu, lv).mean(),
+    "beta on reconstruction": lambda xh, x, mu, lv, beta=1.0: (beta * ((xh - x) ** 2).flatten(1).sum(1) + vae.kl_divergence(mu, lv)).mean(),
+    "batch sum": lambda xh, x, mu, lv, beta=1.0: (((xh - x) ** 2).flatten(1).sum(1) + beta * vae.kl_divergence(mu, lv)).sum(),
+    "no KL": lambda xh, x, mu, lv, beta=1.0: ((xh - x) ** 2).flatten(1).sum(1).mean(),
+    "L1": lambda xh, x, mu, lv, beta=1.0: ((xh - x).abs().flatten(1).sum(1) + beta * vae.kl_divergence(mu, lv)).mean(),
+}
+
+
+@pytest.mark.parametrize("check,wrong", [(checks.reparameterize, f) for f in WRONG_REPARAM.values()]
+                         + [(checks.kl_divergence, f) for f in WRONG_KL.values()]
+                         + [(checks.elbo_loss, f) for f in WRONG_ELBO.values()])
+def test_checks_reject_wrong_versions(check, wrong):
+    with pytest.raises(AssertionError):
+        check(wrong, strict=True)
+
+
+def test_check_returns_reference_and_reports_stub(capsys):
+    def stub(mu, logvar):
+        raise NotImplementedError("Exercise 1.1: sample z")
+
+    out = checks.reparameterize(stub)
+    assert out is vae.reparameterize
+    assert "not implemented" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="not implemented"):
+        checks.reparameterize(stub, strict=True)
+    assert checks.kl_divergence(vae.kl_divergence) is vae.kl_divergence
