@@ -90,7 +90,7 @@ viz.show_grid(x_test, nrow=8, title=f"{DATASET}: test images");
 # %%
 def reparameterize(mu, logvar):
     """mu, logvar: (B, D). Returns z: (B, D) = mu + exp(0.5 * logvar) * eps, eps ~ N(0, I)."""
-    # BEGIN SOLUTION Exercise 1.1: return mu + exp(0.5 * logvar) * eps with eps = torch.randn_like(mu)
+    # BEGIN SOLUTION Exercise 1.1: implement reparameterize
     std = torch.exp(0.5 * logvar)
     return mu + std * torch.randn_like(std)
     # END SOLUTION
@@ -123,7 +123,7 @@ ax.set_aspect("equal"); ax.legend(fontsize=7, loc="lower right"); ax.set_title("
 # %%
 def kl_divergence(mu, logvar):
     """mu, logvar: (B, ...). Returns (B,): 0.5 * sum(mu² + exp(logvar) − 1 − logvar) over non-batch dims."""
-    # BEGIN SOLUTION Exercise 1.2: the closed-form KL, summed over all non-batch dimensions
+    # BEGIN SOLUTION Exercise 1.2: implement kl_divergence
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1)
     # END SOLUTION
 
@@ -136,7 +136,7 @@ kl_divergence = checks.kl_divergence(kl_divergence)
 # %%
 def elbo_loss(x_hat, x, mu, logvar, beta=1.0):
     """x_hat, x: (B, C, H, W); mu, logvar: (B, D). Returns a scalar: mean_b [Σ (x_hat − x)² + β·KL]."""
-    # BEGIN SOLUTION Exercise 1.3: per-image summed squared error plus beta * KL, averaged over the batch
+    # BEGIN SOLUTION Exercise 1.3: implement elbo_loss
     rec = (x_hat - x).pow(2).flatten(1).sum(1)
     return (rec + beta * kl_divergence(mu, logvar)).mean()
     # END SOLUTION
