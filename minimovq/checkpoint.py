@@ -76,3 +76,18 @@ def unwrap_state_dict(state: dict[str, Any], drop_prefixes: tuple[str, ...] = ()
     if not isinstance(sd, dict):
         raise CheckpointError("checkpoint holds no state dict (looked for 'state_dict' and 'model')")
     return {k: v for k, v in sd.items() if not k.startswith(drop_prefixes) and isinstance(v, torch.Tensor)}
+
+
+def run_checkpoint(name: str, profile=None) -> Path | None:
+    """The checkpoint file for a notebook's training run, e.g. ``run_checkpoint("01_vae")``.
+
+    Returns ``checkpoint_dir() / f"{name}-{profile}.pt"``, or ``None`` in the ``quick`` profile so that CI runs
+    always start fresh. Pass it as ``Trainer(..., ckpt_path=...)``: re-running the cell after a disconnect resumes
+    from the last checkpoint instead of starting over.
+    """
+    from .profiles import get_profile
+
+    profile = profile or get_profile()
+    if profile.is_quick:
+        return None
+    return checkpoint_dir() / f"{name}-{profile.name}.pt"

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .profiles import amp_dtype
 
 try:  # tqdm.auto picks the widget bar in notebooks and the text bar elsewhere
@@ -131,7 +131,12 @@ class Trainer:
     def load(self, path: str | Path) -> None:
         """Resume model, optimizers, scaler, step and history from ``path`` (``weights_only=True``)."""
         state = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except (RuntimeError, KeyError) as e:
+            raise CheckpointError(
+                f"checkpoint {path} was saved from a different model ({str(e).splitlines()[0][:160]}). "
+                "Delete it (or give this run another checkpoint name) to start fresh.") from e
         for k, o in self.optimizers.items():
             if k in state.get("optimizers", {}):
                 o.load_state_dict(state["optimizers"][k])

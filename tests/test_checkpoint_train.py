@@ -130,3 +130,21 @@ def test_empty_loader_is_a_clear_error():
 
 def test_moving_average():
     assert moving_average([1, 2, 3, 4], 2) == [1, 1.5, 2.5, 3.5]
+
+
+def test_resume_from_a_different_model_is_a_clear_error(tmp_path):
+    ck = tmp_path / "run.pt"
+    m1 = nn.Linear(4, 4)
+    Trainer(m1, {"loss": torch.optim.SGD(m1.parameters(), lr=0.1)}, ckpt_path=ck).save()
+    m2 = nn.Linear(4, 8)
+    with pytest.raises(CheckpointError, match="different model"):
+        Trainer(m2, {"loss": torch.optim.SGD(m2.parameters(), lr=0.1)}, ckpt_path=ck)
+
+
+def test_run_checkpoint_is_off_in_quick_profile(monkeypatch, tmp_path):
+    from minimovq.checkpoint import run_checkpoint
+    from minimovq.profiles import get_profile
+
+    monkeypatch.setenv("MINIMOVQ_CKPT_DIR", str(tmp_path))
+    assert run_checkpoint("x", get_profile("quick")) is None
+    assert run_checkpoint("x", get_profile("cpu")) == tmp_path / "x-cpu.pt"

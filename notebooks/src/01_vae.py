@@ -33,6 +33,7 @@ import matplotlib.pyplot as plt
 import torch.nn.functional as F
 from minimovq import data, viz
 from minimovq.metrics import evaluate_reconstruction, format_table
+from minimovq.checkpoint import run_checkpoint
 from minimovq.train import Trainer, count_parameters
 from minimovq.vae import VAE
 
@@ -157,7 +158,9 @@ def make_vae():
 def train_vae(beta, steps, desc):
     model = make_vae()
     opt = torch.optim.Adam(model.parameters(), lr=LR)
-    trainer = Trainer(model, {"loss": opt}, device=P.device, amp=P.amp, grad_clip=None)
+    # A checkpoint per run (none in the quick profile): re-running after a disconnect resumes training.
+    ckpt = run_checkpoint(f"01_vae-beta{beta}-{DATASET}-w{WIDTH}-s{steps}")
+    trainer = Trainer(model, {"loss": opt}, device=P.device, amp=P.amp, grad_clip=None, ckpt_path=ckpt)
 
     def step_fn(x, step):
         with trainer.autocast():

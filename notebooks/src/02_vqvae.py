@@ -1,0 +1,460 @@
+# %% [markdown]
+# # Lesson 2 — VQ-VAE: discrete latents and EMA codebooks{{VARIANT}}
+# {{COLAB_BADGE}}
+#
+# **Where we are.** Lesson 1's VAE squeezed each image into a continuous Gaussian code and paid for it with blur.
+# Today the code becomes **discrete**: a grid of integers, each the index of a vector in a learned *codebook*
+# (van den Oord et al. 2017, "Neural Discrete Representation Learning"). You will
+# 1. quantize by nearest neighbour and see the codebook carve the latent space into cells,
+# 2. push gradients through a non-differentiable `argmin` with the **straight-through estimator**,
+# 3. write the **codebook and commitment losses** (and meet the β swap hidden in the official code),
+# 4. learn the codebook as **online k-means** with exponential moving averages (EMA),
+# 5. train loss-based and EMA VQ-VAEs side by side, measure codebook usage and perplexity,
+# 6. watch a large codebook **collapse**, and fix it with dead-code restarts and l2-normalised codes,
+# 7. edit an image one token at a time, and sample from a first, naive prior over tokens.
+#
+# Four exercises, each followed by a check that says what differs and, until it passes, lends you the reference
+# so the rest of the notebook runs.
+
+# %%
+{{SETUP}}
+
+# %% [markdown]
+# ## 0. Configuration
+# Sizes come from the profile: `quick` (a CI smoke test), `cpu` (a laptop, about ten minutes) or `gpu` (a Colab
+# T4). The `gpu` profile trains Sonnet's CIFAR-10 VQ-VAE (hidden 128, K = 512, D = 64, batch 32, 10k steps) —
+# set `DATASET = "cifar10"` (downloaded once into `data/cache/`) to compare with its published numbers.
+
+# %%
+import time
+import matplotlib.pyplot as plt
+import torch.nn.functional as F
+from einops import rearrange
+from minimovq import data, viz
+from minimovq.metrics import evaluate_reconstruction, format_table
+from minimovq.quantize import CodebookUsage, VectorQuantizer, codebook_usage
+from minimovq.train import Trainer, count_parameters
+from minimovq.vqvae import VQVAE
+
+DATASET = "photos"          # "photos" (built in, offline) | "cifar10" | "shapes" | "mnist" | "folder:<path>"
+IMAGE_SIZE = 32             # the latent grid is IMAGE_SIZE / 4 = 8 × 8 tokens
+N_TRAIN = P.pick(quick=512, cpu=20000, gpu=50000)
+N_TEST = P.pick(quick=128, cpu=1000, gpu=2000)
+HIDDEN = P.pick(quick=32, cpu=64, gpu=128)
+RES_HIDDEN = P.pick(quick=8, cpu=32, gpu=32)
+RES_LAYERS = P.pick(quick=1, cpu=2, gpu=2)
+EMBED_DIM = P.pick(quick=16, cpu=64, gpu=64)   # D, the width of a code
+N_EMBED = P.pick(quick=128, cpu=512, gpu=512)  # K, the codebook size
+BATCH = 32
+STEPS = P.pick(quick=60, cpu=1500, gpu=10000)
+LR = P.pick(quick=2e-3, cpu=1e-3, gpu=3e-4)
+BIG_K = P.pick(quick=1024, cpu=4096, gpu=16384)            # the collapse experiment's codebook
+COLLAPSE_STEPS = P.pick(quick=30, cpu=600, gpu=3000)
+DEAD_AFTER = P.pick(quick=5, cpu=20, gpu=20)               # restart a code unused for this many batches
+t_lesson = time.perf_counter()
+
+train_set = data.load(DATASET, split="train", image_size=IMAGE_SIZE, n=N_TRAIN)
+test_set = data.load(DATASET, split="test", image_size=IMAGE_SIZE, n=N_TEST)
+train_loader = data.make_loader(train_set, batch_size=BATCH, shuffle=True)
+test_loader = data.make_loader(test_set, batch_size=256, shuffle=False)
+x_test = torch.stack([test_set[i] for i in range(16)]).to(P.device)
+# the normalised MSE divides by the data variance (Sonnet's convention), measured on training images
+DATA_VAR = torch.stack([train_set[i] for i in range(min(len(train_set), 2000))]).var().item()
+print(f"{DATASET}: {len(train_set)} train / {len(test_set)} test images of shape {tuple(train_set[0].shape)}, "
+      f"variance {DATA_VAR:.3f}")
+viz.show_grid(x_test, nrow=8, title=f"{DATASET}: test images");
+
+# %% [markdown]
+# ## 1. Why discrete latents
+# - **No blur from a prior.** The VAE's KL term pulls every code towards $\mathcal N(0, I)$, and the decoder learns
+#   to average what it cannot tell apart. A VQ-VAE has no KL to fight: with a uniform prior over $K$ codes, the KL
+#   of the ELBO is the constant $\log K$.
+# - **No posterior collapse.** A powerful decoder cannot ignore a code it must read to rebuild the image.
+# - **Tokens.** A $32\times32$ image becomes $8\times8 = 64$ integers in $[0, K)$: $64 \log_2 512 = 576$ bits. A
+#   transformer can model such grids like text — the MaskGIT prior of Lesson 5 does exactly that.
+#
+# The model: an encoder gives $z_e(x) \in \mathbb R^{D \times h \times w}$; each of its $h\cdot w$ vectors is replaced
+# by its nearest code $e_k$ from a codebook $\{e_1,\dots,e_K\} \subset \mathbb R^D$; the decoder rebuilds $\hat x$
+# from the quantized grid $z_q$.
+
+# %% [markdown]
+# ## 2. Nearest-neighbour quantization
+# $$k_i = \arg\min_k \|z_i - e_k\|^2, \qquad z_{q,i} = e_{k_i}, \qquad
+#   \|z - e\|^2 = \|z\|^2 + \|e\|^2 - 2\,z\cdot e.$$
+# The expansion turns all $N\times K$ distances into one matrix product.
+#
+# **Exercise 2.1.** Implement `nearest_codes(z, codebook)`: `z` is (N, D), `codebook` is (K, D); return the (N,)
+# LongTensor of indices of the nearest codes.
+
+# %%
+def nearest_codes(z, codebook):
+    """z: (N, D), codebook: (K, D). Returns (N,) long: argmin_k ||z_i - e_k||²."""
+    # BEGIN SOLUTION Exercise 2.1: return the index of the nearest code for every row of z
+    dist = z.pow(2).sum(1, keepdim=True) + codebook.pow(2).sum(1) - 2 * z @ codebook.t()  # (N, K)
+    return dist.argmin(dim=1)
+    # END SOLUTION
+
+import minimovq.checks.vqvae as checks
+nearest_codes = checks.nearest_codes(nearest_codes)
+
+# %% [markdown]
+# A picture of a codebook in 2-D: each code (a star) owns the cell of the plane closest to it — a *Voronoi*
+# diagram — and each encoder output (a dot) is snapped to the code of its cell.
+
+# %%
+g = torch.Generator().manual_seed(0)
+codebook_2d = torch.randn(12, 2, generator=g) * 1.3
+z_2d = torch.randn(80, 2, generator=g) * 1.2
+axis = torch.linspace(-3.5, 3.5, 240)
+plane = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1).reshape(-1, 2)   # (240·240, 2)
+idx_2d = nearest_codes(z_2d, codebook_2d)
+
+def draw_codebook(ax, codebook, title):
+    ax.imshow(nearest_codes(plane, codebook).view(240, 240), origin="lower", extent=(-3.5, 3.5, -3.5, 3.5),
+              cmap="tab20", alpha=0.3, interpolation="nearest")
+    ax.scatter(*codebook.T, marker="*", s=160, c="C3", edgecolor="k", zorder=3, label="codes $e_k$")
+    ax.set_xlim(-3.5, 3.5); ax.set_ylim(-3.5, 3.5); ax.set_aspect("equal"); ax.set_title(title)
+
+fig, ax = plt.subplots(figsize=(5, 5))
+draw_codebook(ax, codebook_2d, "a codebook of K = 12 codes in 2-D")
+for p, k in zip(z_2d, idx_2d):
+    ax.plot([p[0], codebook_2d[k, 0]], [p[1], codebook_2d[k, 1]], c="k", lw=0.5, alpha=0.5)
+ax.scatter(*z_2d.T, s=10, c="k", label="encoder outputs $z$")
+ax.legend(loc="lower right", fontsize=8);
+
+# %% [markdown]
+# ## 3. The straight-through estimator
+# `argmin` is piecewise constant: its gradient is zero almost everywhere, so nothing would reach the encoder. The
+# VQ-VAE copies the gradient from the decoder's input $z_q$ to the encoder's output $z_e$:
+# $$z_q^{\text{ST}} = z_e + \operatorname{sg}[z_q - z_e] \quad\Rightarrow\quad \text{forward: } z_q,\qquad
+#   \frac{\partial \mathcal L}{\partial z_e} = \frac{\partial \mathcal L}{\partial z_q},$$
+# where $\operatorname{sg}$ (stop-gradient) is `.detach()`. The codebook cannot learn from this path; it gets its own
+# loss (next section).
+#
+# **Exercise 2.2.** Implement `quantize(z, codebook, beta=0.25)` for z of shape (B, D, H, W): flatten to (B·H·W, D)
+# (order b, h, w), find the nearest codes with your `nearest_codes`, and return
+# - `z_q` (B, D, H, W) with straight-through gradients,
+# - `loss` = `mean((sg[z] − e)²) + beta · mean((z − sg[e])²)` (section 4 explains it),
+# - `indices` (B, H, W).
+
+# %%
+def quantize(z, codebook, beta=0.25):
+    """z: (B, D, H, W), codebook: (K, D). Returns z_q (B, D, H, W), loss (), indices (B, H, W)."""
+    # BEGIN SOLUTION Exercise 2.2: nearest codes, the VQ loss and the straight-through output
+    B, D, H, W = z.shape
+    flat = rearrange(z, "b d h w -> (b h w) d")                                   # (N, D)
+    indices = nearest_codes(flat, codebook)                                        # (N,)
+    z_q = rearrange(codebook[indices], "(b h w) d -> b d h w", b=B, h=H, w=W)      # (B, D, H, W)
+    loss = F.mse_loss(z_q, z.detach()) + beta * F.mse_loss(z, z_q.detach())       # codebook + β·commitment
+    z_q = z + (z_q - z).detach()                                                   # straight-through
+    return z_q, loss, indices.view(B, H, W)
+    # END SOLUTION
+
+quantize = checks.quantize(quantize)
+
+# %% [markdown]
+# **The gradients, seen.** Suppose the decoder wants every quantized vector to move towards the point $t$ (loss
+# $\sum\|z_q - t\|^2$). The argmin path alone gives the encoder nothing; with straight-through, each encoder output
+# receives exactly the gradient computed at its code (arrows: the descent direction $-\partial\mathcal L/\partial z$).
+
+# %%
+target = torch.tensor([2.0, 2.0])
+z_plain = z_2d.clone().requires_grad_()
+print("argmin path: z_q requires grad?", codebook_2d[nearest_codes(z_plain, codebook_2d)].requires_grad)
+
+z_st = z_2d.clone().requires_grad_()
+z_q_st, _, idx_st = quantize(rearrange(z_st, "n d -> 1 d n 1"), codebook_2d)       # the N points as a 1×N grid
+z_q_st = rearrange(z_q_st, "1 d n 1 -> n d")
+(z_q_st - target).pow(2).sum().backward()
+print("straight-through: dL/dz == dL/dz_q?", torch.allclose(z_st.grad, 2 * (z_q_st - target).detach()))
+
+fig, ax = plt.subplots(figsize=(5, 5))
+draw_codebook(ax, codebook_2d, "straight-through: each z gets its code's gradient")
+ax.scatter(*z_2d.T, s=10, c="k")
+ax.quiver(*z_2d.T, *(-z_st.grad).T, angles="xy", scale_units="xy", scale=8, width=0.004, color="C0")
+ax.scatter(*target, marker="X", s=140, c="C2", edgecolor="k", zorder=4, label="target t")
+ax.legend(loc="lower right", fontsize=8);
+
+# %% [markdown]
+# ## 4. The codebook and commitment losses — and the β swap
+# The VQ-VAE loss (paper, eq. 3) has three terms:
+# $$\mathcal L = \underbrace{\|x - \hat x\|^2}_{\text{reconstruction}}
+#   + \underbrace{\|\operatorname{sg}[z_e] - e\|^2}_{\text{codebook: moves } e}
+#   + \beta\,\underbrace{\|z_e - \operatorname{sg}[e]\|^2}_{\text{commitment: holds } z_e}, \qquad \beta = 0.25.$$
+# The codebook term pulls each chosen code towards the encoder outputs assigned to it; the commitment term stops the
+# encoder's outputs from drifting away from their codes faster than the codes can follow.
+#
+# **The swap.** The official taming-transformers and SBER-MoVQGAN code (default `legacy=True`) computes
+# `mean((sg[z_q] − z)²) + β·mean((z_q − sg[z])²)`: β lands on the *codebook* term. The forward value is the same,
+# $(1+\beta)\cdot\text{MSE}$, so the loss curve cannot tell you — only the gradients differ:
+
+# %%
+torch.manual_seed(0)
+z_demo = torch.randn(4, 8, 5, 5)
+paper, legacy = VectorQuantizer(32, 8), VectorQuantizer(32, 8, legacy=True)
+legacy.load_state_dict(paper.state_dict())
+rows = {}
+for name, vq in (("paper (β on commitment)", paper), ("legacy (β on codebook)", legacy)):
+    z = z_demo.clone().requires_grad_()
+    _, loss, _ = vq(z)
+    loss.backward()
+    rows[name] = {"loss": loss.item(), "|dL/dz_e|": z.grad.norm().item(),
+                  "|dL/de|": vq.embedding.weight.grad.norm().item()}
+print(format_table(rows, digits=4))
+
+# %% [markdown]
+# With β = 0.25 the legacy form pulls the **encoder 4× harder** and moves the **codebook 4× more gently**. With Adam
+# the codebook's factor hardly matters (the codebook gets gradient from this one term only, and Adam divides by the
+# gradient's scale), but the encoder's does: its commitment pull competes with the reconstruction gradient, so the
+# legacy form commits four times as strongly. Keep `legacy=True` to reproduce or fine-tune the official checkpoints;
+# use the paper's form when you follow the paper's β. `minimovq.quantize.VectorQuantizer` offers both.
+
+# %% [markdown]
+# ## 5. EMA codebooks: online k-means
+# Instead of a loss, the paper's appendix moves each code to the running mean of the encoder outputs assigned to it —
+# the k-means update, made online with exponential moving averages (decay $\gamma = 0.99$):
+# $$N_k \leftarrow \gamma N_k + (1-\gamma)\,n_k, \qquad m_k \leftarrow \gamma m_k + (1-\gamma)\sum_{i: k_i = k} z_i,
+#   \qquad e_k = m_k / N_k,$$
+# with $n_k$ the number of vectors assigned to code $k$ in this batch. A code that no batch chooses would divide by
+# zero, so $N_k$ is **Laplace-smoothed**: $\tilde N_k = \frac{N_k + \epsilon}{\sum_j N_j + K\epsilon}\sum_j N_j$ and
+# $e_k = m_k / \tilde N_k$. The loss keeps only the commitment term $\beta\|z_e - \operatorname{sg}[e]\|^2$: the codebook
+# gets no gradient. No $N\times K$ one-hot matrix is needed: `torch.bincount` counts, `index_add_` sums.
+#
+# **Exercise 2.3.** Implement `ema_update(cluster_size, embed_sum, z, indices, decay=0.99, eps=1e-5)` as a *pure*
+# function (do not modify the inputs): cluster_size (K,), embed_sum (K, D), z (N, D), indices (N,). Return the new
+# `(cluster_size, embed_sum, codebook)`.
+
+# %%
+def ema_update(cluster_size, embed_sum, z, indices, decay=0.99, eps=1e-5):
+    """One EMA codebook step. Returns new (cluster_size (K,), embed_sum (K, D), codebook (K, D))."""
+    # BEGIN SOLUTION Exercise 2.3: EMA statistics with Laplace smoothing, without modifying the inputs
+    K = cluster_size.shape[0]
+    counts = torch.bincount(indices, minlength=K).to(cluster_size.dtype)            # n_k, (K,)
+    sums = torch.zeros_like(embed_sum).index_add_(0, indices, z)                   # Σ z_i per code, (K, D)
+    cluster_size = decay * cluster_size + (1 - decay) * counts
+    embed_sum = decay * embed_sum + (1 - decay) * sums
+    n = cluster_size.sum()
+    smoothed = (cluster_size + eps) / (n + K * eps) * n
+    return cluster_size, embed_sum, embed_sum / smoothed.unsqueeze(1)
+    # END SOLUTION
+
+ema_update = checks.ema_update(ema_update)
+
+# %% [markdown]
+# Online k-means in 2-D: data from five blobs, eight codes from a random start, one EMA step per batch of 64
+# points (decay 0.9 so it moves quickly). The statistics start as in `EMAVectorQuantizer`: $N_k = 1$ and
+# $m_k = e_k$. Codes that never win a point stay where they are — **dead codes**, the problem of section 7.
+
+# %%
+g = torch.Generator().manual_seed(1)
+blobs = torch.tensor([[-2.0, -2.0], [2.0, -1.5], [0.0, 2.5], [2.5, 2.0], [-2.5, 1.0]])
+codebook = torch.randn(8, 2, generator=g) * 1.5
+cluster_size, embed_sum = torch.ones(8), codebook.clone()
+trail = [codebook]
+for step in range(40):
+    points = blobs[torch.randint(5, (64,), generator=g)] + 0.4 * torch.randn(64, 2, generator=g)
+    cluster_size, embed_sum, codebook = ema_update(cluster_size, embed_sum, points,
+                                                   nearest_codes(points, codebook), decay=0.9)
+    trail.append(codebook)
+trail = torch.stack(trail)                                                         # (steps + 1, K, 2)
+fig, ax = plt.subplots(figsize=(5, 5))
+draw_codebook(ax, codebook, "EMA codebook: online k-means (40 steps)")
+ax.scatter(*points.T, s=6, c="0.4", label="last batch")
+for k in range(8):
+    ax.plot(*trail[:, k].T, c="C3", lw=1, alpha=0.7)
+ax.legend(loc="lower right", fontsize=8);
+
+# %% [markdown]
+# **How much of the codebook is used?** The *perplexity* of the code distribution is the effective number of codes:
+# with $p_k$ the fraction of tokens that use code $k$,
+# $$\text{perplexity} = \exp\Big(-\sum_k p_k \ln p_k\Big) \in [1, K].$$
+# It is $K$ when every code is used equally and 1 when one code takes everything.
+#
+# **Exercise 2.4.** Implement `perplexity(indices, num_codes)` for indices of any shape; return a scalar tensor.
+
+# %%
+def perplexity(indices, num_codes):
+    """indices: any shape, values in [0, num_codes). Returns a scalar tensor exp(entropy) (natural log)."""
+    # BEGIN SOLUTION Exercise 2.4: the exponential of the entropy of code usage
+    p = torch.bincount(indices.flatten(), minlength=num_codes).float() / indices.numel()
+    return torch.exp(-torch.special.xlogy(p, p).sum())
+    # END SOLUTION
+
+perplexity = checks.perplexity(perplexity)
+
+# %% [markdown]
+# ## 6. Loss-based vs EMA, side by side
+# `minimovq.vqvae.VQVAE` is the paper's architecture: two stride-2 4×4 convolutions, a residual stack, a 1×1
+# convolution to $D$ channels, the quantizer, then the mirror image with transposed convolutions. The quantizer is
+# either `VectorQuantizer` (codebook loss, section 4) or `EMAVectorQuantizer` (section 5). Both train on
+# $\text{MSE}(x, \hat x) + \mathcal L_\text{VQ}$ with the same budget. We log *your* `perplexity` per batch, and the
+# fraction of the codebook each batch uses.
+
+# %%
+def make_vqvae(quantizer, n_embed=N_EMBED, **options):
+    seed_everything(0)
+    return VQVAE(hidden=HIDDEN, res_hidden=RES_HIDDEN, num_res_layers=RES_LAYERS, embed_dim=EMBED_DIM,
+                 n_embed=n_embed, quantizer=quantizer, quantizer_kwargs=options).to(P.device)
+
+
+def train_vqvae(model, steps, desc):
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=LR)
+    trainer = Trainer(model, {"loss": opt}, device=P.device, amp=P.amp, grad_clip=None)
+    K = model.quantize.n_embed
+
+    def step_fn(x, step):
+        with trainer.autocast():
+            x_hat, vq_loss, indices = model(x)
+        rec = F.mse_loss(x_hat.float(), x)
+        return {"loss": rec + vq_loss, "nmse": rec / DATA_VAR, "vq_loss": vq_loss,
+                "perplexity": perplexity(indices, K), "usage": indices.unique().numel() / K}
+
+    return trainer.fit(train_loader, step_fn, steps=steps, desc=desc)
+
+
+@torch.no_grad()
+def evaluate(model):
+    """Quality and codebook health over the whole test split (not one batch)."""
+    scores = evaluate_reconstruction(lambda x: model(x)[0], test_loader, device=P.device)
+    usage = codebook_usage(model, test_loader, device=P.device)
+    return {"nmse": scores["mse"] / DATA_VAR, "psnr": scores["psnr"], "ssim": scores["ssim"],
+            "usage %": 100 * usage.usage(), "perplexity": usage.perplexity()}, usage
+
+
+models, histories, results, usages = {}, {}, {}, {}
+for name, quantizer in (("VQ (loss)", "vq"), ("EMA", "ema")):
+    models[name] = make_vqvae(quantizer)
+    histories[name] = train_vqvae(models[name], STEPS, desc=f"VQ-VAE {name}")
+    results[name], usages[name] = evaluate(models[name])
+    results[name]["batch ppl"] = histories[name].last("perplexity")
+    results[name]["seconds"] = histories[name].seconds
+print(f"{count_parameters(models['EMA']):,} parameters; K = {N_EMBED}, D = {EMBED_DIM}, {STEPS} steps each")
+print(format_table(results))
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(15, 3.3))
+smooth = max(1, STEPS // 50)
+viz.plot_history({k: h["nmse"] for k, h in histories.items()}, smooth=smooth, ax=axes[0], logy=True,
+                 title="reconstruction MSE / data variance")
+viz.plot_history({k: h["perplexity"] for k, h in histories.items()}, smooth=smooth, ax=axes[1],
+                 title=f"perplexity per batch (of K = {N_EMBED})")
+viz.plot_history({k: [100 * u for u in h["usage"]] for k, h in histories.items()}, smooth=smooth, ax=axes[2],
+                 title="% of the codebook used per batch")
+with torch.no_grad():
+    recons = {f"{k} reconstruction": m(x_test)[0].clamp(-1, 1) for k, m in models.items()}
+viz.compare_grid({"input": x_test, **recons}, n=8);
+
+# %% [markdown]
+# Two measures of usage, two different questions. The **per-batch** perplexity (what Sonnet reports) says how many
+# codes one batch of 32 images spreads over; the **split** perplexity (`CodebookUsage`, accumulated over every test
+# image) says how much of the codebook the model uses at all. A code can be rare in every batch yet vital to the
+# split.
+
+# %% [markdown]
+# ## 7. Codebook collapse, and two fixes
+# Make the codebook large ($K$ = `BIG_K`). With the loss-based quantizer only the codes that win a vector get a
+# gradient; the others never move, never win, and are wasted: the codebook **collapses** onto a few codes (3% usage
+# at K = 16384 on ImageNet-64 has been reported). Two fixes, both options of minimovq's quantizers:
+# - **dead-code restarts** (`dead_code_threshold=n`): a code unused for $n$ training batches is re-initialised to a
+#   random encoder output of the current batch, where the data is;
+# - **l2-normalised codes** (`l2_norm=True`): codes and encoder outputs live on the unit sphere, so nearest means
+#   most similar in direction and no code can be stranded far out by its norm.
+
+# %%
+variants = {
+    "VQ": dict(quantizer="vq"),
+    "VQ + restarts": dict(quantizer="vq", dead_code_threshold=DEAD_AFTER),
+    "VQ + l2 codes": dict(quantizer="vq", l2_norm=True),
+    "EMA + restarts": dict(quantizer="ema", dead_code_threshold=DEAD_AFTER),
+}
+collapse, collapse_usage = {}, {}
+for name, options in variants.items():
+    model = make_vqvae(n_embed=BIG_K, **options)
+    history = train_vqvae(model, COLLAPSE_STEPS, desc=name)
+    collapse[name], collapse_usage[name] = evaluate(model)
+    collapse[name]["seconds"] = history.seconds
+print(f"K = {BIG_K}, {COLLAPSE_STEPS} steps each; usage and perplexity over the {len(test_set)} test images")
+print(format_table(collapse, keys=["usage %", "perplexity", "nmse", "psnr", "seconds"]))
+
+fig, ax = plt.subplots(figsize=(7, 3.3))
+for name, usage in collapse_usage.items():
+    counts = usage.counts.sort(descending=True).values.float().cpu()
+    ax.plot(counts / counts.sum(), label=f"{name} ({100 * usage.usage():.0f}% used)")
+ax.set_yscale("log"); ax.set_xscale("symlog"); ax.set_xlabel("code rank"); ax.set_ylabel("share of tokens")
+ax.set_title(f"code usage on the test split, K = {BIG_K}"); ax.legend(fontsize=8); ax.grid(alpha=0.3);
+
+# %% [markdown]
+# ## 8. Edit an image, one token at a time
+# The decoder reads a grid of integers, so we can edit them. Pick a position of the 8×8 token grid and a new code:
+# the image changes only around that position (the decoder's receptive field), and the new code's content
+# shows up there. (In Jupyter you get sliders; elsewhere the cell shows the default setting.)
+
+# %%
+ema_model = models["EMA"]
+with torch.no_grad():
+    tokens = ema_model.encode(x_test[:1])[2]                                      # (1, h, w)
+h, w = tokens.shape[-2:]
+popular = usages["EMA"].counts.argsort(descending=True)
+
+def swap_code(row=h // 2, col=w // 2, rank=0):
+    """Replace the token at (row, col) by the rank-th most used code."""
+    edited = tokens.clone()
+    old = edited[0, row, col].item()
+    edited[0, row, col] = popular[rank].to(edited.device)
+    with torch.no_grad():
+        before, after = ema_model.decode_indices(tokens), ema_model.decode_indices(edited)
+    diff = (after - before).abs().mean(1, keepdim=True).expand(-1, 3, -1, -1) * 4 - 1
+    viz.compare_grid({f"token ({row}, {col}): code {old} → {edited[0, row, col].item()}":
+                      torch.cat([before, after, diff]).clamp(-1, 1)}, n=3, scale=2.0)
+    plt.show()
+
+viz.interactive(swap_code, row=(0, h - 1, 1, h // 2), col=(0, w - 1, 1, w // 2),
+                rank=(0, min(N_EMBED, 64) - 1, 1, 0));
+
+# %% [markdown]
+# ## 9. What discrete tokens make possible: a prior
+# A VQ-VAE alone cannot generate: it needs a distribution over token grids. The crudest prior draws each token
+# independently from the codes' overall frequencies (a *unigram* model). It knows which codes are common, but
+# nothing about which codes go **together** — so its samples are textures, not images. Lesson 5 trains a
+# transformer (MaskGIT) that models the dependencies between tokens and samples real-looking grids.
+
+# %%
+train_usage = codebook_usage(ema_model, train_loader, device=P.device, max_batches=20)
+p_codes = train_usage.counts.float() / train_usage.counts.sum()
+g = torch.Generator().manual_seed(0)
+random_tokens = torch.multinomial(p_codes.cpu(), 8 * h * w, replacement=True, generator=g).view(8, h, w)
+with torch.no_grad():
+    unigram_samples = ema_model.decode_indices(random_tokens.to(P.device)).clamp(-1, 1)
+    real_grids = ema_model.decode_indices(ema_model.encode(x_test[:8])[2]).clamp(-1, 1)
+bits_uniform = h * w * torch.log2(torch.tensor(float(N_EMBED))).item()
+bits_unigram = h * w * torch.log2(torch.tensor(train_usage.perplexity())).item()
+print(f"bits per image: {bits_uniform:.0f} with a uniform prior, {bits_unigram:.0f} with the unigram prior; "
+      "a prior that models dependencies (Lesson 5) needs fewer still")
+viz.compare_grid({"decoded token grids of real images": real_grids,
+                  "decoded samples from the unigram prior": unigram_samples}, n=8);
+
+# %% [markdown]
+# ## Results to report
+# Quality over the test split (normalised MSE = MSE / data variance, PSNR in dB, SSIM) and codebook health. With
+# the `gpu` profile on CIFAR-10 the target is Sonnet's: normalised MSE ≤ 0.06 and a per-batch perplexity ≥ 300 of
+# 512.
+
+# %%
+print(f"profile {P.name}, {DATASET} at {IMAGE_SIZE} px, K = {N_EMBED}, {STEPS} steps")
+print(format_table(results))
+print(f"\ncollapse experiment, K = {BIG_K}, {COLLAPSE_STEPS} steps")
+print(format_table(collapse, keys=["usage %", "perplexity", "nmse", "psnr"]))
+print(f"\nlesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' profile")
+
+# %% [markdown]
+# ## Takeaways
+# - A VQ-VAE replaces the Gaussian code by the nearest of $K$ learned vectors; images become grids of integers.
+# - `argmin` has no gradient: the straight-through estimator copies $\partial\mathcal L/\partial z_q$ to $z_e$, and the
+#   codebook learns from its own term (loss-based) or as online k-means (EMA).
+# - The loss is $\|\operatorname{sg}[z_e]-e\|^2 + \beta\|z_e-\operatorname{sg}[e]\|^2$; the official code swaps β onto
+#   the codebook term — same value, different gradients.
+# - Watch the codebook: perplexity and usage over a whole split. Large codebooks collapse; dead-code restarts and
+#   l2-normalised codes bring them back.
+#
+# **Next — Lesson 3 (VQGAN).** The VQ-VAE's L2 loss still blurs fine texture. VQGAN keeps this quantizer and adds a
+# perceptual (LPIPS) and an adversarial (PatchGAN) loss, so the decoder is rewarded for *sharp* detail.
