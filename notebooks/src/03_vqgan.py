@@ -1,0 +1,551 @@
+# %% [markdown]
+# # Lesson 3 — VQGAN: perceptual and adversarial losses{{VARIANT}}
+# {{COLAB_BADGE}}
+#
+# **Where we are.** Lesson 2's VQ-VAE turns an image into a grid of tokens, but its reconstructions are soft: the
+# pixel loss it trains on *rewards* blur. VQGAN (Esser, Rombach & Ommer 2021, "Taming Transformers for
+# High-Resolution Image Synthesis") keeps the quantized autoencoder and changes what "a good reconstruction" means:
+# - a **perceptual loss** (LPIPS) compares images through the features of a convolutional network,
+# - a **patch discriminator** (PatchGAN) judges whether every local patch looks real,
+# - an **adaptive weight** λ balances the two at the decoder's last layer.
+#
+# You will
+# 1. see *why* a pixel loss blurs (it is the optimum, not a bug),
+# 2. write one layer of LPIPS and look at what each VGG layer sees,
+# 3. compute the receptive field of a PatchGAN logit, and see it,
+# 4. write the hinge loss and derive the adaptive weight,
+# 5. run an equal-budget ablation — L1, then L1 + LPIPS, then L1 + LPIPS + GAN — with PSNR, SSIM, LPIPS and
+#    zoomed crops,
+# 6. meet the failure modes: a discriminator that wins too early, and NaNs under fp16.
+#
+# Four exercises, each followed by a check that says what differs and, until it passes, lends you the reference
+# so the rest of the notebook runs.
+
+# %%
+{{SETUP}}
+
+# %% [markdown]
+# ## 0. Configuration
+# Sizes come from the profile: `quick` (a CI smoke test, under a minute), `cpu` (a laptop, 10–15 minutes) or `gpu`
+# (a Colab T4, about 20 minutes). LPIPS costs more than the tiny autoencoder itself: a VGG16 pass per image.
+# The model is `minimovq.vqgan.VQGAN`, taming's architecture at lesson size (`CONFIG`, a name in
+# `minimovq.vqgan.CONFIGS`; f = 4, so a 32 px image becomes 8 × 8 tokens). `DATASET = "photos"` (built in,
+# offline) has the textures and edges that a pixel loss smears; switch to `"cifar10"` or `"flowers102"`
+# (downloaded once into `data/cache/`) for a real dataset.
+
+# %%
+import os
+import time
+import matplotlib.pyplot as plt
+import torch.nn as nn
+import torch.nn.functional as F
+from minimovq import data, viz
+from minimovq.checkpoint import run_checkpoint
+from minimovq.discriminator import NLayerDiscriminator
+from minimovq.losses import VQGANLoss
+from minimovq.lpips import LPIPS
+from minimovq.metrics import evaluate_reconstruction, format_table, psnr
+from minimovq.train import Trainer, count_parameters
+from minimovq.vqgan import VQGAN
+
+DATASET = "photos"          # "photos" | "shapes" (built in, offline) | "cifar10" | "flowers102" | "folder:<path>"
+IMAGE_SIZE = P.pick(quick=32, cpu=32, gpu=64)
+CONFIG = P.pick(quick="tiny", cpu="tiny", gpu="small")   # 0.8M / 4.1M parameters
+N_TRAIN = P.pick(quick=256, cpu=10000, gpu=20000)
+N_TEST = P.pick(quick=32, cpu=500, gpu=1000)
+BATCH = P.pick(quick=8, cpu=16, gpu=32)
+STEPS = P.pick(quick=6, cpu=400, gpu=2500)        # per arm of the ablation: an equal budget
+GAN_START = STEPS // 2                            # disc_start: the discriminator joins halfway
+GAN_WARMUP = STEPS // 10                          # ... and its weight on the generator ramps up over this
+DISC_LAYERS = 2                                   # 34 px receptive field: a patch of a 32-64 px image
+LR = P.pick(quick=4e-4, cpu=4e-4, gpu=2e-4)
+t_lesson = time.perf_counter()
+
+train_set = data.load(DATASET, split="train", image_size=IMAGE_SIZE, n=N_TRAIN)
+test_set = data.load(DATASET, split="test", image_size=IMAGE_SIZE, n=N_TEST)
+train_loader = data.make_loader(train_set, batch_size=BATCH, shuffle=True)
+test_loader = data.make_loader(test_set, batch_size=64, shuffle=False)
+x_test = torch.stack([test_set[i] for i in range(16)]).to(P.device)
+hf = (x_test - F.avg_pool2d(x_test, 3, 1, 1, count_include_pad=False)).pow(2).flatten(1).mean(1)
+busiest = hf.argmax().item()          # the most textured test image: we zoom into it below
+print(f"{DATASET}: {len(train_set)} train / {len(test_set)} test images of shape {tuple(train_set[0].shape)}")
+viz.show_grid(x_test, nrow=8, title=f"{DATASET}: test images");
+
+# %% [markdown]
+# ## 1. Why a pixel loss blurs
+# Suppose the decoder cannot know *exactly* where an edge is: given the tokens, the edge could sit at several
+# positions, each equally likely. One prediction $\hat x$ must serve them all, and the loss decides which one is best:
+# $$\arg\min_{\hat x}\ \mathbb E_{x}\,\|x - \hat x\|_2^2 = \mathbb E[x] \quad\text{(the mean)},\qquad
+#   \arg\min_{\hat x}\ \mathbb E_{x}\,\|x - \hat x\|_1 = \operatorname{median}(x) \quad\text{(per pixel)}.$$
+# The mean of several sharp edges is a ramp — a blur. The median of an odd number of them is one of the edges, which
+# is one reason taming trains with L1 rather than L2. Neither loss can ask for "any one of the sharp answers".
+
+# %%
+pos = torch.arange(48)
+edges = torch.stack([(pos >= p).float() for p in (18, 24, 30)])     # three equally likely edge positions
+fig, ax = plt.subplots(figsize=(7, 2.8))
+for e, p in zip(edges, (18, 24, 30)):
+    ax.step(pos, e, where="post", c="0.7", lw=1)
+ax.plot(pos, edges.mean(0), c="C0", lw=2, drawstyle="steps-post", label="L2 optimum: the mean (a ramp)")
+ax.plot(pos, edges.median(0).values, c="C3", lw=2, ls="--", drawstyle="steps-post", label="L1 optimum: the median")
+ax.set_xlabel("pixel"); ax.set_title("three possible edges (grey) and the best single guess"); ax.legend(fontsize=8);
+
+# %% [markdown]
+# The same on images: nine equally likely versions of each test image, shifted by at most one pixel. We score three
+# guesses by their *expected* error over the nine: the mean image, the per-pixel median, and one sharp version.
+
+# %%
+shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+x_few = x_test[[busiest, *range(7)]]                                             # the textured image first
+versions = torch.stack([torch.roll(x_few, s, dims=(2, 3)) for s in shifts])     # (9, B, 3, H, W)
+guesses = {"mean (L2 optimum)": versions.mean(0), "median (L1 optimum)": versions.median(0).values,
+           "one sharp version": x_few}
+lpips = LPIPS().to(P.device)   # downloads the ImageNet VGG16 trunk once; offline: warns, uses a random trunk
+with torch.no_grad():
+    table = {name: {"E[MSE]": torch.stack([F.mse_loss(g, v) for v in versions]).mean().item(),
+                    "E[L1]": torch.stack([F.l1_loss(g, v) for v in versions]).mean().item(),
+                    "E[LPIPS]": torch.stack([lpips(g, v).mean() for v in versions]).mean().item()}
+             for name, g in guesses.items()}
+print(format_table(table, digits=4))
+viz.zoom_crops(guesses, box=(0, 0, IMAGE_SIZE // 2), index=0);
+
+# %% [markdown]
+# The mean wins on MSE *by construction*, and it is the blurriest picture; the median wins on L1. The sharp version
+# loses on both, yet it is a perfectly plausible image. Look at the LPIPS column as well: a feature distance is
+# still a distance, and an average of plausible images can stay close to all of them in feature space too (how
+# close depends on the trunk: compare the random one used offline with the ImageNet one). What truly rejects the
+# average is a judge of **realism** — the average of several sharp images is not itself a sharp image — and that
+# is the discriminator of sections 3–4. LPIPS does a different job (section 2): it makes the reconstruction agree
+# with the input on edges and textures rather than on raw pixel values.
+
+# %% [markdown]
+# ## 2. The perceptual loss: LPIPS
+# LPIPS (Zhang et al. 2018, "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric") runs both
+# images through VGG16 and compares the activations at five depths $k$ (relu1_2 … relu5_3), after scaling the
+# inputs with fixed `shift` and `scale` constants:
+# $$\text{LPIPS}(x_0, x_1) = \sum_{k=1}^{5} \frac{1}{H_k W_k}\sum_{h,w}\ \sum_{c} w_{k,c}\,
+#   \big(\hat f^{\,0}_{k,chw} - \hat f^{\,1}_{k,chw}\big)^2, \qquad
+#   \hat f_{k,\cdot hw} = \frac{f_{k,\cdot hw}}{\|f_{k,\cdot hw}\|_2 + 10^{-10}}.$$
+# Each feature vector is unit-normalised over its channels (so a layer's overall scale does not matter), the squared
+# difference is weighted per channel by learned $w_{k,c} \ge 0$ (fitted to human judgements of image similarity),
+# averaged over space and summed over the layers. Early layers see edges and fine texture, late layers see parts and
+# objects.
+#
+# `minimovq.lpips.LPIPS` has the state-dict keys of taming and of the `lpips` package. The $w_{k,c}$ ship inside
+# the `lpips` package; the VGG trunk comes from torchvision (ImageNet weights, downloaded once). **Without a
+# network** it falls back to a seeded *random* trunk and says so. That is a weaker loss — random convolutions are
+# still multi-scale edge and texture detectors, but the $w_{k,c}$ were fitted to ImageNet features — and
+# SBER-MoVQGAN itself trained with exactly such a random trunk (its VGG is built with `pretrained=False`).
+
+# %%
+print("pretrained VGG16 trunk:", lpips.pretrained_trunk)
+
+# %% [markdown]
+# **Exercise 3.1.** Implement `lpips_layer_distance(f0, f1, w)`: `f0`, `f1` are one layer's features (B, C, H, W)
+# of the two images, `w` the (C,) channel weights. Unit-normalise over channels (add 1e-10 to the norm), take the
+# squared difference, sum over channels weighted by `w`, average over space; return (B,).
+
+# %%
+def lpips_layer_distance(f0, f1, w):
+    """f0, f1: (B, C, H, W); w: (C,) >= 0. Returns (B,): mean_hw Σ_c w_c (f̂0 − f̂1)²."""
+    # BEGIN SOLUTION Exercise 3.1: normalise over channels, weight the squared difference, average over space
+    n0 = f0 / (f0.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+    n1 = f1 / (f1.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+    return ((n0 - n1).pow(2) * w.view(1, -1, 1, 1)).sum(dim=1).mean(dim=(1, 2))
+    # END SOLUTION
+
+import minimovq.checks.vqgan as checks
+lpips_layer_distance = checks.lpips_layer_distance(lpips_layer_distance)
+
+# %% [markdown]
+# Your five layer terms add up to the library's LPIPS:
+
+# %%
+with torch.no_grad():
+    feats0, feats1 = lpips.features(x_test[:4]), lpips.features(x_test[4:8])
+    yours = sum(lpips_layer_distance(a.float(), b.float(), getattr(lpips, f"lin{k}").model[1].weight.flatten())
+                for k, (a, b) in enumerate(zip(feats0, feats1)))
+    print("yours  :", [f"{v:.4f}" for v in yours.tolist()])
+    print("LPIPS  :", [f"{v:.4f}" for v in lpips(x_test[:4], x_test[4:8]).flatten().tolist()])
+
+# %% [markdown]
+# **What each layer sees.** Two distortions of the same image with the *same* MSE (so the same PSNR): a blur, and
+# additive noise. `lpips.layer_distances` returns each layer's map before the spatial mean; brighter means "more
+# different" to that layer. Compare where the two distortions light up, and at which depth.
+
+# %%
+def blur(x, k=5):
+    w1 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], device=x.device)
+    w2 = (w1[:, None] * w1[None, :] / w1.sum() ** 2).expand(x.shape[1], 1, k, k)
+    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), w2, groups=x.shape[1])
+
+x0 = x_test[busiest:busiest + 1]
+blurred = blur(x0)
+noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(P.device)
+noisy = x0 + noise * (blurred - x0).pow(2).mean().sqrt() / noise.pow(2).mean().sqrt()   # same MSE as the blur
+fig, axes = plt.subplots(2, 6, figsize=(13, 4.6))
+with torch.no_grad():
+    for row, (name, img) in enumerate((("blur", blurred), ("noise", noisy))):
+        maps = lpips.layer_distances(x0, img)
+        viz.show_grid(img.clamp(-1, 1), nrow=1, ax=axes[row, 0])
+        axes[row, 0].set_title(f"{name}: PSNR {psnr(img, x0).item():.1f} dB\nLPIPS {lpips(x0, img).item():.4f}",
+                               fontsize=9)
+        for k, m in enumerate(maps):
+            axes[row, k + 1].imshow(m[0, 0].cpu(), cmap="magma")
+            axes[row, k + 1].set_title(f"layer {k + 1} ({m.shape[-1]}×{m.shape[-1]}): {m.mean().item():.4f}",
+                                       fontsize=8)
+            axes[row, k + 1].set_axis_off()
+fig.suptitle("LPIPS distance maps per VGG layer (mean in the title)", fontsize=10); fig.tight_layout();
+
+# %% [markdown]
+# ## 3. The PatchGAN discriminator
+# The discriminator $D$ of VQGAN (from pix2pix, Isola et al. 2017) is fully convolutional: 4×4 convolutions with
+# stride 2, then two with stride 1, ending in **one logit per position**. Each logit judges only the patch of the
+# input it can see — its *receptive field*. Local realism (texture, crisp edges) is exactly what an L1 + LPIPS
+# autoencoder loses, while global layout is already handled by the reconstruction losses.
+#
+# `minimovq.discriminator.NLayerDiscriminator` follows taming: `Conv(4, s2) → LeakyReLU(0.2)`, then
+# `n_layers − 1` times `Conv(4, s2) → BatchNorm → LeakyReLU`, then `Conv(4, s1) → BatchNorm → LeakyReLU` and
+# `Conv(4, s1) → 1 channel`; weights $\sim\mathcal N(0, 0.02)$. With 3 layers and 64 base channels it has
+# 2,765,633 parameters and turns a 256 px image into a 30 × 30 grid of logits.
+#
+# **Exercise 3.2.** Implement `patchgan_receptive_field(n_layers)`: the side, in pixels, of the input square that
+# one output logit sees. Walk from the output back to the input: a $k\times k$ convolution with stride $s$ turns a
+# field of $r$ pixels into $(r - 1)\,s + k$.
+
+# %%
+def patchgan_receptive_field(n_layers):
+    """Receptive field (px) of NLayerDiscriminator(n_layers=...): n_layers convs with stride 2, then 2 with stride 1."""
+    # BEGIN SOLUTION Exercise 3.2: walk back from one output logit through every 4×4 conv
+    r = 1
+    for stride in [1, 1] + [2] * n_layers:        # the last layer first
+        r = (r - 1) * stride + 4
+    return r
+    # END SOLUTION
+
+patchgan_receptive_field = checks.patchgan_receptive_field(patchgan_receptive_field)
+
+# %% [markdown]
+# **Seeing it.** Back-propagate from one logit in the middle of the grid to a 128 px input: the pixels with a
+# non-zero gradient are exactly the receptive field (BatchNorm in eval mode, so that pixels do not talk to each other
+# through batch statistics). The square is your formula.
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
+for ax, n_layers in zip(axes, (1, 2, 3)):
+    torch.manual_seed(0)
+    d = NLayerDiscriminator(ndf=8, n_layers=n_layers).eval()
+    x_in = torch.randn(1, 3, 128, 128, requires_grad=True)
+    logits = d(x_in)
+    logits[0, 0, logits.shape[-2] // 2, logits.shape[-1] // 2].backward()
+    ax.imshow(x_in.grad.abs().sum(1)[0].pow(0.3), cmap="viridis")
+    rows, cols = x_in.grad.abs().sum(1)[0].nonzero().T
+    r = patchgan_receptive_field(n_layers)
+    ax.add_patch(plt.Rectangle((cols.min().item() - 0.5, rows.min().item() - 0.5), r, r, fill=False, ec="w",
+                               lw=1.5, ls="--"))
+    ax.set_title(f"n_layers={n_layers}: logits {tuple(logits.shape[-2:])}, field {r} px", fontsize=9)
+    ax.set_axis_off()
+fig.suptitle("|∂ logit / ∂ input| of one logit (128 px input)", fontsize=10); fig.tight_layout();
+
+# %% [markdown]
+# At 256 px, 3 layers give a 30 × 30 grid of 70 px patches. Our images are 32–64 px, so we use `DISC_LAYERS = 2`
+# (34 px patches, the choice of SBER-MoVQGAN too): with 3 layers a single logit would see the whole image and the
+# "patch" discriminator would become a global one.
+
+# %% [markdown]
+# ## 4. The adversarial loss: hinge
+# $D$ learns to give real images logits above $+1$ and reconstructions logits below $-1$; the **hinge** loss
+# ignores logits already past the margin:
+# $$\mathcal L_D = \tfrac12\Big(\mathbb E\big[\operatorname{relu}(1 - D(x))\big] + \mathbb E\big[\operatorname{relu}(1 + D(\hat x))\big]\Big),
+#   \qquad \mathcal L_{\text{GAN}} = -\,\mathbb E\big[D(\hat x)\big] \ \text{for the generator}.$$
+# taming also offers the "vanilla" (logistic) form $\tfrac12(\mathbb E[\operatorname{softplus}(-D(x))] +
+# \mathbb E[\operatorname{softplus}(D(\hat x))])$. $D$ runs on the real and on the fake batch **separately**:
+# its BatchNorm then normalises each kind with its own statistics, as in taming.
+#
+# **Exercise 3.3.** Implement `hinge_d_loss(logits_real, logits_fake)`. The two logit maps may have different batch
+# sizes: take each mean on its own.
+
+# %%
+def hinge_d_loss(logits_real, logits_fake):
+    """Logit maps of any shape -> scalar: 0.5 * (mean relu(1 − real) + mean relu(1 + fake))."""
+    # BEGIN SOLUTION Exercise 3.3: the hinge loss of the discriminator
+    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+    # END SOLUTION
+
+hinge_d_loss = checks.hinge_d_loss(hinge_d_loss)
+
+# %%
+t = torch.linspace(-3, 3, 200)
+fig, ax = plt.subplots(figsize=(6.5, 3))
+ax.plot(t, F.relu(1 - t), label="hinge, real: relu(1 − D)")
+ax.plot(t, F.relu(1 + t), label="hinge, fake: relu(1 + D)")
+ax.plot(t, F.softplus(-t), ls="--", label="vanilla, real: softplus(−D)")
+ax.plot(t, F.softplus(t), ls="--", label="vanilla, fake: softplus(D)")
+ax.set_xlabel("logit D(·)"); ax.set_title("per-logit discriminator losses"); ax.legend(fontsize=7); ax.grid(alpha=0.3);
+
+# %% [markdown]
+# Past the margin the hinge is flat: a logit that is already confidently right gives $D$ no gradient, which keeps
+# $D$ from pushing its logits to infinity.
+
+# %% [markdown]
+# ## 5. The adaptive weight λ, derived
+# The generator (encoder + codebook + decoder) minimises
+# $$\mathcal L_G = \underbrace{\mathbb E\big[|x - \hat x| + w_p\,\text{LPIPS}(x, \hat x)\big]}_{\mathcal L_{\text{rec}}\ (\text{taming's } nll)}
+#   + \lambda\, d\ \mathcal L_{\text{GAN}} + \mathcal L_{\text{VQ}},$$
+# with $d$ = `disc_factor`, which is 0 before `disc_start`. What should λ be? The scale of $\mathcal L_{\text{GAN}}$'s
+# gradient depends on how confident $D$ currently is, and it drifts during training, so any fixed λ is too strong at
+# one time and too weak at another. VQGAN measures both gradients where they enter the network, at the decoder's
+# last layer $G_L$ (`decoder.conv_out.weight`), and picks λ so that they have the **same size** there:
+# $$\|\lambda\,\nabla_{G_L}\mathcal L_{\text{GAN}}\| = \|\nabla_{G_L}\mathcal L_{\text{rec}}\|
+#   \quad\Longrightarrow\quad
+#   \lambda = \frac{\|\nabla_{G_L}\mathcal L_{\text{rec}}\|}{\|\nabla_{G_L}\mathcal L_{\text{GAN}}\| + \delta},
+#   \qquad \delta = 10^{-4}.$$
+# Three details make it safe: δ keeps λ finite when $D$'s gradient vanishes, λ is **clamped** to $[0, 10^4]$, and it
+# is **detached** — a weight, not a path for gradients. taming multiplies it by `disc_weight` (0.8 for its ImageNet
+# model). The last layer is a good place to measure: it is one small tensor, and every gradient that reaches the
+# decoder passes through it.
+#
+# **Exercise 3.4.** Implement `adaptive_weight(nll_loss, g_loss, last_layer, delta=1e-4)` (without `disc_weight`).
+# Use `torch.autograd.grad(loss, last_layer, retain_graph=True)`: the training step still needs the graph.
+
+# %%
+def adaptive_weight(nll_loss, g_loss, last_layer, delta=1e-4):
+    """λ = clamp(‖∇_L nll‖ / (‖∇_L g‖ + delta), 0, 1e4), detached. Both losses are scalars; last_layer a parameter."""
+    # BEGIN SOLUTION Exercise 3.4: the ratio of the two gradient norms at the last layer
+    nll_grad = torch.autograd.grad(nll_loss, last_layer, retain_graph=True)[0]
+    g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    return torch.clamp(nll_grad.norm() / (g_grad.norm() + delta), 0.0, 1e4).detach()
+    # END SOLUTION
+
+adaptive_weight = checks.adaptive_weight(adaptive_weight)
+
+# %% [markdown]
+# On a fresh model and discriminator, the two gradients at the last layer and the λ that balances them:
+
+# %%
+def make_vqgan():
+    seed_everything(0)
+    return VQGAN.from_config(CONFIG).to(P.device)
+
+vqgan = make_vqgan()
+d_demo = NLayerDiscriminator(n_layers=DISC_LAYERS).to(P.device)
+x_hat, _ = vqgan(x_test[:8])
+nll = ((x_test[:8] - x_hat).abs() + lpips(x_test[:8], x_hat)).mean()
+g = -d_demo(x_hat).mean()
+grad_rec = torch.autograd.grad(nll, vqgan.last_layer, retain_graph=True)[0].norm().item()
+grad_gan = torch.autograd.grad(g, vqgan.last_layer, retain_graph=True)[0].norm().item()
+lam = adaptive_weight(nll, g, vqgan.last_layer).item()
+print(f"VQGAN '{CONFIG}': {count_parameters(vqgan):,} parameters; PatchGAN: {count_parameters(d_demo):,}")
+print(f"‖∇ rec‖ = {grad_rec:.4g}   ‖∇ GAN‖ = {grad_gan:.4g}   λ = {lam:.4g}   "
+      f"‖λ ∇ GAN‖ = {lam * grad_gan:.4g}")
+del x_hat, nll, g
+
+# %% [markdown]
+# ## 6. Training a VQGAN: two optimizers, one loop
+# `minimovq.losses.VQGANLoss` is taming's `VQLPIPSWithDiscriminator` built from the four pieces above (the reference
+# versions): `generator_loss(codebook_loss, x, x_hat, step, last_layer)` and `discriminator_loss(x, x_hat, step)`
+# each return `(loss, logs)`; its PatchGAN is `loss.discriminator`. The `Trainer` takes two optimizers: for every
+# step it back-propagates `"g"` into the autoencoder, then `"d"` into the discriminator (whose loss sees `x_hat`
+# detached). Both use Adam with taming's betas (0.5, 0.9) and gradient clipping; the generator's GAN weight ramps
+# up over `GAN_WARMUP` steps after `GAN_START`, so the discriminator warms up before the autoencoder feels it.
+#
+# **The ablation.** Three runs with the same model, seed, data and number of steps:
+# 1. **L1**: pixel loss only (+ the VQ loss),
+# 2. **L1 + LPIPS**,
+# 3. **L1 + LPIPS + GAN**: the full VQGAN recipe, the discriminator joining at `GAN_START`.
+
+# %%
+def train_vqgan(name, loss_fn, steps):
+    model = make_vqgan()
+    torch.manual_seed(1)
+    loss_fn = loss_fn.to(P.device)
+    opt_g = torch.optim.Adam(model.parameters(), lr=LR, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(loss_fn.discriminator.parameters(), lr=LR, betas=(0.5, 0.9))
+    # the checkpoint holds the autoencoder and the discriminator (not the frozen LPIPS); none in the quick profile
+    ckpt = run_checkpoint(f"03_vqgan-{name}-{DATASET}-{CONFIG}-{IMAGE_SIZE}px-s{steps}")
+    trainer = Trainer(nn.ModuleDict({"vqgan": model, "discriminator": loss_fn.discriminator}),
+                      {"g": opt_g, "d": opt_d}, device=P.device, amp=P.amp, grad_clip=1.0, ckpt_path=ckpt)
+    use_gan = loss_fn.disc_start < steps
+
+    def step_fn(x, step):
+        with trainer.autocast():
+            x_hat, codebook_loss = model(x)
+            loss_g, logs = loss_fn.generator_loss(codebook_loss, x, x_hat, step, last_layer=model.last_layer)
+            out = {"g": loss_g}
+            if use_gan:
+                loss_d, d_logs = loss_fn.discriminator_loss(x, x_hat, step)
+                out["d"] = loss_d
+                logs = {**d_logs, **logs}   # shared keys (disc_factor, logits_fake): the generator's
+        return {**out, **logs}
+
+    history = trainer.fit(train_loader, step_fn, steps=steps, desc=name)
+    return model, history
+
+
+NEVER = 10 ** 9   # a disc_start that is never reached: no GAN
+arms = {
+    "L1": VQGANLoss(NEVER, disc_num_layers=DISC_LAYERS, perceptual_weight=0.0),
+    "L1+LPIPS": VQGANLoss(NEVER, disc_num_layers=DISC_LAYERS, perceptual=lpips),
+    "L1+LPIPS+GAN": VQGANLoss(GAN_START, disc_num_layers=DISC_LAYERS, disc_weight=0.8, perceptual=lpips,
+                              disc_warmup_steps=GAN_WARMUP),
+}
+models, histories = {}, {}
+for name, loss_fn in arms.items():
+    models[name], histories[name] = train_vqgan(name, loss_fn, STEPS)
+
+# %% [markdown]
+# **Evaluation** over the whole test split: PSNR and SSIM (pixel agreement; `minimovq.metrics`), LPIPS (feature
+# agreement), and Lesson 1's **sharpness**: the share of the input's high-frequency energy (the image minus a 3 × 3
+# box blur) that survives in the reconstruction.
+
+# %%
+def high_freq_energy(x):
+    return (x - F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)).pow(2).mean().item()
+
+@torch.no_grad()
+def sharpness(model):
+    xs = torch.cat([b.to(P.device) for b in test_loader])
+    rec = torch.cat([model(b)[0].float().clamp(-1, 1) for b in xs.split(64)])
+    return 100 * high_freq_energy(rec) / high_freq_energy(xs)
+
+results = {}
+for name, model in models.items():
+    scores = evaluate_reconstruction(lambda x: model(x)[0], test_loader, device=P.device, lpips=lpips)
+    results[name] = {"psnr": scores["psnr"], "ssim": scores["ssim"], "lpips": scores["lpips"],
+                     "sharpness %": sharpness(model), "seconds": histories[name].seconds}
+print(f"{DATASET} {IMAGE_SIZE}px, VQGAN '{CONFIG}', {STEPS} steps × batch {BATCH} per arm "
+      f"(LPIPS trunk: {'ImageNet' if lpips.pretrained_trunk else 'random'})")
+print(format_table(results))
+
+# %%
+with torch.no_grad():
+    recons = {name: m(x_test)[0].float().clamp(-1, 1) for name, m in models.items()}
+viz.compare_grid({"input": x_test, **recons}, n=8)
+half = IMAGE_SIZE // 2
+viz.zoom_crops({"input": x_test, **recons}, box=(0, 0, half), index=busiest)
+viz.zoom_crops({"input": x_test, **recons}, box=(half // 2, half // 2, half), index=0);
+
+# %% [markdown]
+# **Reading the table honestly.** PSNR and SSIM measure pixel agreement, and by section 1 the blurry mean is what
+# maximises them: adding LPIPS and a GAN often *lowers* PSNR a little while the pictures get sharper (higher
+# sharpness, crisper crops). LPIPS measures what it was trained on — careful, the two LPIPS arms were optimised on
+# this very metric, so their LPIPS score flatters them (and with a random trunk it is a weaker judge still). Trust the
+# zoomed crops at least as much as any single number. Real VQGAN training runs for hundreds of thousands of steps
+# (taming starts the discriminator at step 250,001); at lesson budgets the GAN has little time to act, so expect
+# modest differences in the `cpu` profile and clearer ones in the `gpu` profile.
+
+# %%
+gan = histories["L1+LPIPS+GAN"]
+fig, axes = plt.subplots(1, 3, figsize=(15, 3.3))
+smooth = max(1, STEPS // 40)
+viz.plot_history({k: h["nll_loss"] for k, h in histories.items()}, smooth=smooth, ax=axes[0], logy=True,
+                 title="reconstruction loss (L1 [+ LPIPS])")
+viz.plot_history({"D(real)": gan["logits_real"], "D(fake)": gan["logits_fake"]}, smooth=smooth, ax=axes[1],
+                 title="discriminator logits (GAN arm)")
+viz.plot_history({"λ·disc_weight": gan["d_weight"], "disc_factor": gan["disc_factor"]}, ax=axes[2],
+                 title="adaptive weight and gate (GAN arm)")
+for ax in axes[1:]:
+    ax.axvline(GAN_START, c="k", lw=0.8, ls=":")
+
+# %% [markdown]
+# ## 7. Failure modes
+# **A discriminator that wins too early.** At step 0 the reconstructions are noise. A discriminator switched on now
+# separates them from real images at once, and a strong, fixed adversarial weight can make the autoencoder chase
+# the discriminator instead of learning to reconstruct (look for drifting colours and invented texture). That is why
+# `disc_start` exists (taming waits 250k steps), and why λ adapts. Below: the GAN arm's recipe, but with the
+# discriminator on from step 0 at a fixed weight of 1 (no adaptive λ), against the L1 + LPIPS arm at the same
+# budget.
+
+# %%
+too_early = VQGANLoss(0, disc_num_layers=DISC_LAYERS, disc_weight=1.0, use_adaptive_weight=False,
+                      perceptual=lpips)
+m_fail, h_fail = train_vqgan("GAN from step 0", too_early, STEPS)
+scores = evaluate_reconstruction(lambda x: m_fail(x)[0], test_loader, device=P.device, lpips=lpips)
+results["GAN from step 0"] = {"psnr": scores["psnr"], "ssim": scores["ssim"], "lpips": scores["lpips"],
+                              "sharpness %": sharpness(m_fail), "seconds": h_fail.seconds}
+print(format_table({k: results[k] for k in ("L1+LPIPS", "L1+LPIPS+GAN", "GAN from step 0")}))
+with torch.no_grad():
+    viz.compare_grid({"input": x_test, "L1+LPIPS": recons["L1+LPIPS"],
+                      "GAN from step 0, fixed weight": m_fail(x_test)[0].float().clamp(-1, 1)}, n=8)
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.2))
+viz.plot_history({"D(real)": h_fail["logits_real"], "D(fake)": h_fail["logits_fake"]}, smooth=smooth, ax=axes[0],
+                 title="logits when D starts at step 0")
+viz.plot_history({"GAN from step 0": h_fail["nll_loss"], "L1+LPIPS": histories["L1+LPIPS"]["nll_loss"]},
+                 smooth=smooth, ax=axes[1], logy=True, title="reconstruction loss");
+
+# %% [markdown]
+# Other signs of an overpowering discriminator: $D$(real) and $D$(fake) separate past ±1 and stay there (the hinge
+# loss of $D$ drops to 0), the reconstruction loss *rises* after `disc_start`, and λ collapses towards 0 or hits its
+# clamp. Remedies: start later, lower `disc_weight`, warm up (`disc_warmup_steps`), or give $D$ fewer layers.
+#
+# **NaNs under fp16.** On a T4, mixed precision runs in float16, whose largest value is 65504. Two places in a VQGAN
+# overflow silently:
+# - **LPIPS' channel norm**: relu5_3 has 512 channels; $\sum_c f_c^2$ of activations around 40 is already 800,000.
+#   In fp16 it becomes `inf`, every normalised feature becomes 0, and the perceptual loss silently vanishes (or
+#   turns into NaN once an `inf` meets another). `minimovq.lpips` normalises in float32.
+# - **The quantizer's distances** $\|z\|^2 + \|e\|^2 - 2z\cdot e$: large and nearly equal, they round to ties or
+#   overflow. `VQGAN.encode` runs the quantizer in float32 even under autocast.
+#
+# Beyond that, the `Trainer` uses a `GradScaler` with fp16, clips gradients, and stops with a clear error at the
+# first non-finite loss instead of training on NaNs.
+
+# %%
+from minimovq.lpips import normalize_channels
+f = torch.full((1, 512, 2, 2), 40.0, dtype=torch.float16)            # a relu5_3 feature map in fp16
+naive = f / f.pow(2).sum(dim=1, keepdim=True).sqrt()
+print("Σ f² in fp16:", f.pow(2).sum(dim=1).flatten()[0].item())
+print("naive normalisation in fp16 ->", naive.flatten()[0].item(), "(every feature is 0: the loss vanishes)")
+print("minimovq (float32)          ->", round(normalize_channels(f).flatten()[0].item(), 4), "= 1/sqrt(512)")
+
+# %% [markdown]
+# ## 8. (Colab) A released taming VQGAN
+# taming-transformers released `vqgan_imagenet_f16_1024` (72,141,699 parameters, 16 × 16 tokens for a 256 px
+# image, K = 1024). Its `last.ckpt` loads into `minimovq.vqgan.VQGAN` with `strict=True` after dropping the
+# `loss.*` entries. Download it from the links in the taming-transformers README and set `TAMING_CKPT` to its path
+# (or a direct URL). The file is about 1 GB, so this section is meant for Colab; it is skipped when `TAMING_CKPT`
+# is empty, or offline when it is a URL. We upsample the test images to 256 px and compare its reconstructions with
+# your model's.
+
+# %%
+TAMING_CKPT = ""     # e.g. "/content/drive/MyDrive/vqgan_imagenet_f16_1024/last.ckpt" or a direct https:// URL
+offline = os.environ.get("MINIMOVQ_OFFLINE", "0") == "1"
+if not TAMING_CKPT:
+    print("skipped: set TAMING_CKPT to the path or URL of taming's vqgan_imagenet_f16_1024 last.ckpt to run this section")
+elif TAMING_CKPT.startswith(("http://", "https://")) and offline:
+    print("skipped: TAMING_CKPT is a URL but MINIMOVQ_OFFLINE=1; download the file and give its path instead")
+else:
+    from minimovq.checkpoint import checkpoint_dir
+    path = TAMING_CKPT
+    if TAMING_CKPT.startswith(("http://", "https://")):
+        path = checkpoint_dir() / "vqgan_imagenet_f16_1024.ckpt"
+        if not path.exists():
+            torch.hub.download_url_to_file(TAMING_CKPT, str(path))
+    taming = VQGAN.from_pretrained(path).to(P.device)
+    x256 = F.interpolate(x_test[:8], size=256, mode="bicubic", align_corners=False).clamp(-1, 1)
+    with torch.no_grad():
+        rec_taming = taming(x256)[0].clamp(-1, 1)
+        rec_ours = F.interpolate(recons["L1+LPIPS+GAN"][:8], size=256, mode="bicubic").clamp(-1, 1)
+    print(f"taming VQGAN on the 256 px upsampled images: PSNR {psnr(rec_taming, x256).mean():.2f} dB, "
+          f"LPIPS {lpips(rec_taming, x256).mean():.4f}")
+    viz.compare_grid({"input (256 px)": x256, "taming f16, 1024 codes": rec_taming,
+                      f"yours ({IMAGE_SIZE} px, upsampled)": rec_ours}, n=8, scale=2.0)
+    del taming
+
+print(f"lesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' profile")
+
+# %% [markdown]
+# ## Takeaways
+# - A pixel loss is minimised by the **average** of the plausible images: blur is its optimum. L1 helps a little
+#   (the median); it cannot ask for one sharp answer.
+# - **LPIPS** compares unit-normalised VGG features, weighted per channel and summed over five depths; it cares
+#   about edges and texture. A random trunk is weaker, but usable (SBER-MoVQGAN trained with one).
+# - A **PatchGAN** scores every 70 × 70 (here 34 × 34) patch for realism; the **hinge** loss stops pushing once a
+#   logit is past its margin.
+# - The **adaptive weight** equalises the reconstruction and adversarial gradients at the decoder's last layer;
+#   `disc_start` keeps the discriminator away until reconstructions are decent.
+# - Judge reconstructions by several numbers *and* by eye: PSNR can fall while images get sharper.
+#
+# SBER-MoVQGAN simplified the recipe — `VQGANLoss.sber_movqgan()`: L2 + 0.1·LPIPS + 0.1·GAN (hinge, a 2-layer
+# PatchGAN) from step 0, no adaptive weight. **Next — Lesson 4 (MoVQ).** Keep this loss, and change the decoder:
+# spatially conditioned normalisation lets the quantized tokens modulate every layer, and multichannel quantization
+# gives each position several codes.

@@ -1,0 +1,172 @@
+"""Lesson 3 checks: the references pass, known-wrong versions are rejected."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minimovq.checks import vqgan as checks
+from minimovq.discriminator import patchgan_receptive_field
+from minimovq.losses import adaptive_weight, hinge_d_loss
+from minimovq.lpips import lpips_layer_distance
+
+ALL = [checks.lpips_layer_distance, checks.patchgan_receptive_field, checks.hinge_d_loss, checks.adaptive_weight]
+
+
+@pytest.mark.parametrize("check", ALL, ids=lambda c: c.__name__)
+def test_reference_passes(check, capsys):
+    assert check(check.reference, strict=True) is check.reference
+    assert "✓" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check", ALL, ids=lambda c: c.__name__)
+def test_stub_is_not_implemented_and_falls_back(check, capsys):
+    def stub(*args, **kwargs):
+        raise NotImplementedError("Exercise 3.x: todo")
+
+    assert check(stub) is check.reference
+    assert "not implemented" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="not implemented"):
+        check(stub, strict=True)
+
+
+def _norm(f, eps=1e-10):
+    return f / (f.pow(2).sum(1, keepdim=True).sqrt() + eps)
+
+
+WRONG_LPIPS = {
+    "no normalisation": lambda f0, f1, w: torch.einsum("bchw,c->bhw", (f0 - f1) ** 2, w).mean((1, 2)),
+    "normalised over C,H,W": lambda f0, f1, w: torch.einsum(
+        "bchw,c->bhw", (f0 / f0.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+                        - f1 / f1.flatten(1).norm(dim=1).view(-1, 1, 1, 1)) ** 2, w).mean((1, 2)),
+    "sum over space": lambda f0, f1, w: torch.einsum("bchw,c->bhw", (_norm(f0) - _norm(f1)) ** 2, w).sum((1, 2)),
+    "w ignored": lambda f0, f1, w: ((_norm(f0) - _norm(f1)) ** 2).sum(1).mean((1, 2)),
+    "abs difference": lambda f0, f1, w: torch.einsum("bchw,c->bhw", (_norm(f0) - _norm(f1)).abs(), w).mean((1, 2)),
+    "no eps": lambda f0, f1, w: torch.einsum(
+        "bchw,c->bhw", (f0 / f0.norm(dim=1, keepdim=True) - f1 / f1.norm(dim=1, keepdim=True)) ** 2, w).mean((1, 2)),
+    "mean over channels": lambda f0, f1, w: (((_norm(f0) - _norm(f1)) ** 2) * w.view(1, -1, 1, 1)).mean((1, 2, 3)),
+    "keeps the channel dim": lambda f0, f1, w: (((_norm(f0) - _norm(f1)) ** 2) * w.view(1, -1, 1, 1)).mean((2, 3)),
+}
+
+
+@pytest.mark.parametrize("name", WRONG_LPIPS)
+def test_lpips_layer_distance_rejects(name):
+    with pytest.raises(AssertionError):
+        checks.lpips_layer_distance(WRONG_LPIPS[name], strict=True)
+
+
+def _rf_without_final_convs(n):
+    r = 1
+    for _ in range(n):
+        r = (r - 1) * 2 + 4
+    return r
+
+
+def _rf_forward_order(n):
+    r = 1
+    for s in [2] * n + [1, 1]:  # walking from the input: wrong order of strides
+        r = (r - 1) * s + 4
+    return r
+
+
+WRONG_RF = {
+    "always 70": lambda n: 70,
+    "no stride-1 convs": _rf_without_final_convs,
+    "forward order": _rf_forward_order,
+    "kernel 3": lambda n: patchgan_receptive_field(n) - (n + 2),
+    "one layer too many": lambda n: patchgan_receptive_field(n + 1),
+    "a string": lambda n: str(patchgan_receptive_field(n)),
+}
+
+
+@pytest.mark.parametrize("name", WRONG_RF)
+def test_patchgan_receptive_field_rejects(name):
+    assert checks.patchgan_receptive_field(WRONG_RF[name], strict=False, quiet=True) is patchgan_receptive_field
+    with pytest.raises(AssertionError):
+        checks.patchgan_receptive_field(WRONG_RF[name], strict=True)
+
+
+WRONG_HINGE = {
+    "no ½": lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(),
+    "signs swapped": lambda r, f: 0.5 * (F.relu(1 + r).mean() + F.relu(1 - f).mean()),
+    "vanilla (softplus)": lambda r, f: 0.5 * (F.softplus(-r).mean() + F.softplus(f).mean()),
+    "no relu": lambda r, f: 0.5 * ((1 - r).mean() + (1 + f).mean()),
+    "sums": lambda r, f: 0.5 * (F.relu(1 - r).sum() + F.relu(1 + f).sum()),
+    "one joint mean": lambda r, f: 0.5 * (F.relu(1 - r) + F.relu(1 + f)).mean(),
+    "margin 0": lambda r, f: 0.5 * (F.relu(-r).mean() + F.relu(f).mean()),
+    "detached": lambda r, f: hinge_d_loss(r.detach(), f.detach()),
+    "per-image vector": lambda r, f: 0.5 * (F.relu(1 - r).flatten(1).mean(1)[:2] + F.relu(1 + f).flatten(1).mean(1)),
+}
+
+
+@pytest.mark.parametrize("name", WRONG_HINGE)
+def test_hinge_d_loss_rejects(name):
+    with pytest.raises(AssertionError):
+        checks.hinge_d_loss(WRONG_HINGE[name], strict=True)
+
+
+def _grads(nll, g, last, retain=True):
+    gn = torch.autograd.grad(nll, last, retain_graph=True)[0]
+    gg = torch.autograd.grad(g, last, retain_graph=retain)[0]
+    return gn, gg
+
+
+def _aw_no_clamp(nll, g, last, delta=1e-4):
+    gn, gg = _grads(nll, g, last)
+    return (gn.norm() / (gg.norm() + delta)).detach()
+
+
+def _aw_no_detach(nll, g, last, delta=1e-4):
+    gn, gg = torch.autograd.grad(nll, last, retain_graph=True, create_graph=True)[0], \
+        torch.autograd.grad(g, last, retain_graph=True, create_graph=True)[0]
+    return torch.clamp(gn.norm() / (gg.norm() + delta), 0, 1e4)
+
+
+def _aw_inverted(nll, g, last, delta=1e-4):
+    gn, gg = _grads(nll, g, last)
+    return torch.clamp(gg.norm() / (gn.norm() + delta), 0, 1e4).detach()
+
+
+def _aw_squared(nll, g, last, delta=1e-4):
+    gn, gg = _grads(nll, g, last)
+    return torch.clamp(gn.pow(2).sum() / (gg.pow(2).sum() + delta), 0, 1e4).detach()
+
+
+def _aw_no_delta(nll, g, last, delta=1e-4):
+    gn, gg = _grads(nll, g, last)
+    return torch.clamp(gn.norm() / gg.norm(), 0, 1e4).detach()
+
+
+def _aw_fixed_delta(nll, g, last, delta=1e-4):
+    gn, gg = _grads(nll, g, last)
+    return torch.clamp(gn.norm() / (gg.norm() + 1e-4), 0, 1e4).detach()
+
+
+def _aw_with_disc_weight(nll, g, last, delta=1e-4):
+    return adaptive_weight(nll, g, last, delta) * 0.8
+
+
+def _aw_frees_graph(nll, g, last, delta=1e-4):
+    gn = torch.autograd.grad(nll, last, retain_graph=True)[0]
+    gg = torch.autograd.grad(g, last)[0]  # frees the shared graph
+    return torch.clamp(gn.norm() / (gg.norm() + delta), 0, 1e4).detach()
+
+
+def _aw_python_float(nll, g, last, delta=1e-4):
+    return float(adaptive_weight(nll, g, last, delta))
+
+
+WRONG_AW = {f.__name__: f for f in (_aw_no_clamp, _aw_no_detach, _aw_inverted, _aw_squared, _aw_no_delta,
+                                     _aw_fixed_delta, _aw_with_disc_weight, _aw_frees_graph, _aw_python_float)}
+
+
+@pytest.mark.parametrize("name", WRONG_AW)
+def test_adaptive_weight_rejects(name):
+    with pytest.raises(AssertionError):
+        checks.adaptive_weight(WRONG_AW[name], strict=True)
+
+
+def test_failure_message_names_the_problem(capsys):
+    assert checks.hinge_d_loss(WRONG_HINGE["signs swapped"]) is hinge_d_loss
+    out = capsys.readouterr().out
+    assert "✗" in out and "Exercise 3.3" in out and "hint" in out
+    assert checks.lpips_layer_distance(WRONG_LPIPS["no eps"]) is lpips_layer_distance
+    assert "NaN" in capsys.readouterr().out
