@@ -39,13 +39,13 @@ from minimovq.vae import VAE
 
 DATASET = "shapes"          # "shapes" (built in, offline) | "mnist" | "cifar10" | "photos"
 IMAGE_SIZE = 32
-N_TRAIN = P.pick(quick=1024, cpu=10000, gpu=50000)
+N_TRAIN = P.pick(quick=1024, cpu=20000, gpu=50000)
 N_TEST = P.pick(quick=256, cpu=1000, gpu=2000)
 WIDTH = P.pick(quick=16, cpu=32, gpu=64)
 LATENT = 32
-BATCH = P.pick(quick=32, cpu=32, gpu=128)
-STEPS = P.pick(quick=80, cpu=1200, gpu=12000)
-BETA_STEPS = P.pick(quick=40, cpu=300, gpu=3000)   # per model in the β experiment
+BATCH = P.pick(quick=32, cpu=64, gpu=128)
+STEPS = P.pick(quick=80, cpu=6000, gpu=12000)
+BETA_STEPS = P.pick(quick=40, cpu=1500, gpu=3000)   # per model in the β experiment
 LR = 2e-3
 t_lesson = time.perf_counter()
 

@@ -241,14 +241,16 @@ def ema_update(cluster_size, embed_sum, z, indices, decay=0.99, eps=1e-5):
 ema_update = checks.ema_update(ema_update)
 
 # %% [markdown]
-# Online k-means in 2-D: data from five blobs, eight codes from a random start, one EMA step per batch of 64
-# points (decay 0.9 so it moves quickly). The statistics start as in `EMAVectorQuantizer`: $N_k = 1$ and
-# $m_k = e_k$. Codes that never win a point stay where they are — **dead codes**, the problem of section 7.
+# Online k-means in 2-D: data from five blobs, eight codes (seven from a random start, one placed at the bottom,
+# away from the data), one EMA step per batch of 64 points (decay 0.9 so it moves quickly). The statistics start
+# as in `EMAVectorQuantizer`: $N_k = 1$ and $m_k = e_k$. Each code travels to the mean of the points it wins. The
+# code at the bottom never wins one, so it never moves: a **dead code**, the problem of section 7.
 
 # %%
 g = torch.Generator().manual_seed(1)
 blobs = torch.tensor([[-2.0, -2.0], [2.0, -1.5], [0.0, 2.5], [2.5, 2.0], [-2.5, 1.0]])
 codebook = torch.randn(8, 2, generator=g) * 1.5
+codebook[-1] = torch.tensor([0.0, -3.4])                                         # far from every blob
 cluster_size, embed_sum = torch.ones(8), codebook.clone()
 trail = [codebook]
 for step in range(40):
@@ -379,8 +381,8 @@ print(format_table(collapse, keys=["usage %", "perplexity", "nmse", "psnr", "sec
 fig, ax = plt.subplots(figsize=(7, 3.3))
 for name, usage in collapse_usage.items():
     counts = usage.counts.sort(descending=True).values.float().cpu()
-    ax.plot(counts / counts.sum(), label=f"{name} ({100 * usage.usage():.0f}% used)")
-ax.set_yscale("log"); ax.set_xscale("symlog"); ax.set_xlabel("code rank"); ax.set_ylabel("share of tokens")
+    ax.plot(torch.arange(1, BIG_K + 1), counts / counts.sum(), label=f"{name} ({100 * usage.usage():.0f}% used)")
+ax.set_xscale("log"); ax.set_yscale("log"); ax.set_xlabel("code rank"); ax.set_ylabel("share of tokens")
 ax.set_title(f"code usage on the test split, K = {BIG_K}"); ax.legend(fontsize=8); ax.grid(alpha=0.3);
 
 # %% [markdown]

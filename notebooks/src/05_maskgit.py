@@ -1,0 +1,541 @@
+# %% [markdown]
+# # Lesson 5 — MaskGIT: generating images as token grids{{VARIANT}}
+# {{COLAB_BADGE}}
+#
+# **Where we are.** Lessons 2–4 built a *tokenizer*: MoVQ turns an image into a small grid of discrete codes and
+# back, with little loss. A tokenizer alone does not generate anything. To make new images we need a **prior**, a
+# model of which token grids are likely; then we sample a grid and decode it.
+#
+# The classic prior is autoregressive (taming's transformer): predict the tokens one at a time in raster order.
+# That needs one forward pass per token — 256 passes for a 16 × 16 grid. **MaskGIT** (Chang et al. 2022,
+# "MaskGIT: Masked Generative Image Transformer") trains a *bidirectional* transformer to fill in masked tokens,
+# and generates a whole grid in about 8 parallel steps, keeping the confident predictions at each step.
+#
+# You will
+# 1. tokenize a dataset once with Lesson 4's MoVQ,
+# 2. write the cosine masking schedule and the training mask (two exercises), and train MaskGIT,
+# 3. write the re-masking rule of the decoder (one exercise), and watch a grid being decoded step by step,
+# 4. measure sample quality against the number of steps T,
+# 5. race MaskGIT against an autoregressive prior of the same size and budget,
+# 6. generate class by class, and close the loop: image → MoVQ tokens → MaskGIT → image.
+#
+# Each exercise is followed by a check that says what differs and, until it passes, lends you the reference.
+
+# %%
+{{SETUP}}
+
+# %% [markdown]
+# ## 0. Configuration
+# Sizes come from the profile: `quick` (a CI smoke test, under a minute), `cpu` (a laptop) or `gpu` (a Colab T4).
+# The tokenizer is the MoVQ that Lesson 4 saved (`lesson4_movq.pt` in `minimovq.checkpoint.checkpoint_dir()`);
+# without it, this notebook trains a small one first. `DATASET` must match what the tokenizer was trained on
+# (the checkpoint says which); switch to `"cifar10"` for a real labelled dataset (downloaded once into
+# `data/cache/`).
+
+# %%
+import math
+import time
+import matplotlib.pyplot as plt
+import torch.nn as nn
+import torch.nn.functional as F
+from minimovq import data, viz
+from minimovq.checkpoint import checkpoint_dir, load_checkpoint, run_checkpoint
+from minimovq.maskgit import MaskGIT, make_optimizer, prior_loss
+from minimovq.metrics import format_table
+from minimovq.movq import MoVQ
+from minimovq.sampling import sample, sample_autoregressive, tokenize_dataset
+from minimovq.train import Trainer, count_parameters
+
+DATASET = "shapes"        # a labelled set: "shapes" (built in, offline) | "cifar10" | "mnist" | "photos"
+N_TRAIN = P.pick(quick=512, cpu=10000, gpu=50000)
+N_TEST = P.pick(quick=128, cpu=1000, gpu=2000)
+DIM, DEPTH, HEADS = P.pick(quick=(64, 2, 4), cpu=(128, 4, 4), gpu=(256, 6, 8))
+BATCH = P.pick(quick=32, cpu=64, gpu=128)
+STEPS = P.pick(quick=40, cpu=2000, gpu=8000)          # per prior: MaskGIT and AR get the same budget
+LR = P.pick(quick=2e-3, cpu=1e-3, gpu=5e-4)
+N_EVAL = P.pick(quick=32, cpu=500, gpu=2000)          # samples per quality measurement
+TOKENIZER_STEPS = P.pick(quick=4, cpu=1500, gpu=5000)  # only used without Lesson 4's checkpoint
+t_lesson = time.perf_counter()
+
+# %% [markdown]
+# ## 1. A tokenizer, and the dataset as tokens
+# Lesson 4 saved its MoVQ. If it is missing (you skipped Lesson 4, or this is a fresh Colab runtime without
+# Drive), we train a small one here, with the L2 and codebook losses only: enough to get tokens, not Lesson 4's
+# quality.
+
+# %%
+def load_or_train_tokenizer():
+    path = checkpoint_dir() / "lesson4_movq.pt"
+    if path.is_file():
+        state = load_checkpoint(path)
+        model = MoVQ.from_config(state["config"], groups=state["groups"]).to(P.device)
+        model.load_state_dict(state["model"])
+        print(f"loaded Lesson 4's MoVQ from {path}")
+        return model.eval(), state.get("dataset", DATASET), state.get("image_size", 32)
+    print(f"no {path.name}: training a small MoVQ for {TOKENIZER_STEPS} steps (L2 + codebook loss)")
+    seed_everything(0)
+    model = MoVQ.from_config("tiny", groups=4).to(P.device)
+    ds = data.load(DATASET, split="train", image_size=32, n=N_TRAIN)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    trainer = Trainer(model, {"loss": opt}, device=P.device, amp=P.amp,
+                      ckpt_path=run_checkpoint(f"05_maskgit-movq-{DATASET}"))
+
+    def step_fn(x, step):
+        with trainer.autocast():
+            x_hat, codebook_loss = model(x)
+        rec = F.mse_loss(x_hat.float(), x)
+        return {"loss": rec + codebook_loss, "rec": rec}
+
+    trainer.fit(data.make_loader(ds, batch_size=32), step_fn, steps=TOKENIZER_STEPS, desc="MoVQ")
+    return model.eval(), DATASET, 32
+
+
+movq, DATASET, IMAGE_SIZE = load_or_train_tokenizer()
+K, G = movq.n_embed, movq.quantize.groups
+train_set = data.load(DATASET, split="train", image_size=IMAGE_SIZE, n=N_TRAIN, labels=True)
+test_set = data.load(DATASET, split="test", image_size=IMAGE_SIZE, n=N_TEST, labels=True)
+NUM_CLASSES = len(train_set.classes) if hasattr(train_set, "classes") else int(max(y for _, y in train_set)) + 1
+
+
+@torch.no_grad()
+def decode(tokens, chunk=128):
+    """Token grids (B, h, w[, G]) -> images (B, 3, H, W) in [-1, 1]."""
+    return torch.cat([movq.decode_indices(t.to(P.device)).clamp(-1, 1) for t in tokens.split(chunk)])
+
+
+t0 = time.perf_counter()
+train_tokens, train_labels = tokenize_dataset(movq, train_set, batch_size=128, device=P.device)
+test_tokens, test_labels = tokenize_dataset(movq, test_set, batch_size=128, device=P.device)
+GRID = tuple(train_tokens.shape[1:3])
+print(f"{len(train_tokens)} training images -> tokens {tuple(train_tokens.shape)} in "
+      f"{time.perf_counter() - t0:.1f} s: a {GRID[0]}×{GRID[1]} grid, G={G} indices per position, K={K} codes, "
+      f"{NUM_CLASSES} classes")
+x_test = torch.stack([test_set[i][0] for i in range(8)]).to(P.device)
+viz.compare_grid({"image": x_test, "MoVQ(tokens)": decode(test_tokens[:8])}, n=8);
+
+# %% [markdown]
+# Encoding happens **once**: the prior trains on these integer grids, never touching the autoencoder again. Each
+# position holds G indices (Lesson 4's multichannel quantization). The prior treats a *position* as the unit: its
+# G tokens are masked together and predicted together by G output heads, and its input is the sum of G token
+# embeddings.
+
+# %% [markdown]
+# ## 2. The masking schedule
+# MaskGIT trains on grids with a random fraction of the positions replaced by a special `[MASK]` token and learns
+# to predict the originals. The fraction follows a **schedule** $\gamma$, a decreasing function from
+# $\gamma(0) = 1$ (all masked) to $\gamma(1) = 0$. The paper found the cosine best:
+# $$\gamma(r) = \cos\!\Big(\frac{\pi r}{2}\Big),\qquad r \in [0, 1].$$
+# The same $\gamma$ serves twice: in training, $r \sim U(0, 1)$ sets how much of a grid is hidden; in decoding,
+# $r = (t+1)/T$ sets how many tokens are still masked after step $t$ of $T$. Concave near $r = 0$, it keeps
+# most tokens masked for the first steps — the model commits to few tokens while it knows little.
+#
+# **Exercise 5.1.** Implement `cosine_schedule(r)`, elementwise on a tensor.
+
+# %%
+def cosine_schedule(r):
+    """r: tensor with values in [0, 1]. Returns γ(r) = cos(π·r/2), same shape."""
+    # BEGIN SOLUTION Exercise 5.1: gamma(r) = cos(pi * r / 2)
+    return torch.cos(math.pi / 2 * r)
+    # END SOLUTION
+
+import minimovq.checks.maskgit as checks
+cosine_schedule = checks.cosine_schedule(cosine_schedule)
+
+# %%
+r = torch.linspace(0, 1, 101)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+for name, g in [("cosine", cosine_schedule(r)), ("linear", 1 - r), ("square", 1 - r ** 2)]:
+    axes[0].plot(r, g, label=name)
+axes[0].set(xlabel="r", ylabel="γ(r): fraction masked", title="mask schedules"); axes[0].legend()
+N_POS = GRID[0] * GRID[1]
+for T in (4, 8, 12):
+    left = [N_POS] + [math.floor(cosine_schedule(torch.tensor((t + 1) / T)).item() * N_POS) for t in range(T - 1)] + [0]
+    axes[1].step(range(T + 1), left, where="post", label=f"T={T}")
+axes[1].set(xlabel="decoding step", ylabel="positions still masked", title=f"decoding a {N_POS}-position grid")
+axes[1].legend();
+
+# %% [markdown]
+# ## 3. Masking a training batch
+# For each grid: draw $r \sim U(0, 1)$, and mask $n = \max(1, \lceil\gamma(r)\,N\rceil)$ of its $N$ positions,
+# chosen uniformly at random. The loss is the cross-entropy on the **masked positions only** — the visible ones
+# are given, predicting them teaches nothing:
+# $$\mathcal L = -\,\mathbb E_{r}\ \sum_{i\,\in\,\text{masked}} \log p_\theta\big(x_i \mid x_{\text{visible}}\big).$$
+#
+# **Exercise 5.2.** Implement `mask_tokens(tokens, mask_id, generator=None)`: tokens (B, N) → (masked_tokens, mask),
+# with `mask_id` at the masked positions and a boolean mask (B, N). Draw every random number from `generator`.
+# Hint: the n smallest of N uniform random scores are a uniformly random set of n positions.
+
+# %%
+def mask_tokens(tokens, mask_id, generator=None):
+    """tokens: (B, N) long. Returns masked_tokens (B, N), mask (B, N) bool (True = masked)."""
+    # BEGIN SOLUTION Exercise 5.2: mask max(1, ceil(gamma(r) N)) random positions per row
+    B, N = tokens.shape
+    r = torch.rand(B, generator=generator, device=tokens.device)
+    n = torch.ceil(cosine_schedule(r) * N).long().clamp(min=1)               # (B,)
+    scores = torch.rand(B, N, generator=generator, device=tokens.device)
+    ranks = scores.argsort(dim=1).argsort(dim=1)                            # a random permutation per row
+    mask = ranks < n[:, None]
+    return tokens.masked_fill(mask, mask_id), mask
+    # END SOLUTION
+
+mask_tokens = checks.mask_tokens(mask_tokens)
+
+# %%
+demo = test_tokens[:6].reshape(6, -1, G)[..., 0]  # the first group's index at each position
+masked_demo, mask_demo = mask_tokens(demo, K, generator=torch.Generator().manual_seed(0))
+fig, axes = plt.subplots(1, 6, figsize=(12, 2.2))
+for ax, row, m in zip(axes, masked_demo.float(), mask_demo):
+    img = row.masked_fill(m, float("nan")).reshape(GRID)
+    ax.imshow(img, cmap=plt.get_cmap("viridis").with_extremes(bad="0.85"), vmin=0, vmax=K - 1)
+    ax.set_title(f"{int(m.sum())}/{N_POS} masked", fontsize=9); ax.axis("off")
+fig.suptitle("training grids (colour = code index of group 0, grey = [MASK])");
+
+# %% [markdown]
+# ## 4. The transformer, and training it
+# `minimovq.maskgit.MaskGIT` is a pre-LN transformer (`F.scaled_dot_product_attention`) over the $N$ positions plus
+# one prefix token — the class embedding (classes make generation controllable, section 9). Learned position
+# embeddings; the `[MASK]` token has id $K$; the output is $G$ heads of $K$ logits per position. The training
+# step below uses *your* `mask_tokens`, on positions: a masked position hides all of its G tokens. The paper
+# trains with label smoothing 0.1 and AdamW with a linear warm-up (`make_optimizer`).
+
+# %%
+token_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train_tokens, train_labels),
+                                           batch_size=BATCH, shuffle=True, drop_last=True)
+
+
+def make_prior(causal):
+    seed_everything(0)
+    return MaskGIT(K, GRID, dim=DIM, depth=DEPTH, heads=HEADS, groups=G, num_classes=NUM_CLASSES,
+                   causal=causal).to(P.device)
+
+
+def train_prior(model, step_fn, name):
+    opt, sched = make_optimizer(model, lr=LR, warmup=max(1, STEPS // 20), total_steps=STEPS)
+    trainer = Trainer(model, {"loss": opt}, schedulers={"loss": sched}, device=P.device, amp=P.amp,
+                      ckpt_path=run_checkpoint(f"05_maskgit-{name}-{DATASET}-d{DIM}x{DEPTH}-s{STEPS}"))
+    history = trainer.fit(token_loader, lambda batch, step: step_fn(trainer, *batch), steps=STEPS, desc=name)
+    tokens_per_s = STEPS * BATCH * N_POS / max(history.seconds, 1e-9)
+    print(f"{name}: {count_parameters(model):,} parameters, {history.seconds:.1f} s, "
+          f"{tokens_per_s:,.0f} training tokens/s (positions)")
+    return history, tokens_per_s
+
+
+def maskgit_step(trainer, tokens, labels):
+    tokens = maskgit.flatten_tokens(tokens)                          # (B, N, G)
+    _, mask = mask_tokens(tokens[..., 0], maskgit.mask_id)           # (B, N): which positions to hide
+    masked = tokens.masked_fill(mask[..., None], maskgit.mask_id)    # all G tokens of a masked position
+    with trainer.autocast():
+        logits = maskgit(masked, labels)                             # (B, N, G, K)
+    logits, target = logits[mask].float(), tokens[mask]             # (M, G, K), (M, G): masked positions only
+    loss = F.cross_entropy(logits.reshape(-1, K), target.reshape(-1), label_smoothing=0.1)
+    return {"loss": loss, "acc": (logits.argmax(-1) == target).float().mean()}
+
+
+maskgit = make_prior(causal=False)
+mg_history, mg_tokens_per_s = train_prior(maskgit, maskgit_step, "MaskGIT")
+fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+mg_history.plot(["loss"], smooth=20, ax=axes[0], title="cross-entropy on masked tokens")
+mg_history.plot(["acc"], smooth=20, ax=axes[1], title="accuracy on masked tokens");
+
+# %% [markdown]
+# ## 5. Decoding: keep the confident, re-mask the rest
+# Start from an all-`[MASK]` grid. At step $t = 0, \dots, T-1$:
+# 1. predict every masked position and **sample** a token from $p_\theta$;
+# 2. score each sampled token by its confidence $c_i = \log p_\theta(\hat x_i) + \tau\,(1 - \tfrac{t+1}{T})\,g_i$,
+#    $g_i \sim \text{Gumbel}(0, 1)$: the noise, annealed linearly to 0, keeps early steps from committing only to
+#    the easiest tokens (τ = 4.5 in the paper). Tokens fixed earlier get $c_i = +\infty$;
+# 3. **re-mask** the $n = \lfloor\gamma(\tfrac{t+1}{T})\,N\rfloor$ least confident (at least 1, fewer than are
+#    masked now); after the last step nothing is masked.
+#
+# $T$ forward passes instead of $N$. With G tokens per position, the confidence of a position is the sum of its G
+# log-probabilities.
+#
+# **Exercise 5.3.** Implement `select_to_remask(confidence, n)`: True at the n least-confident positions of each
+# row; `n` is an int or a LongTensor (B,) (one count per row).
+
+# %%
+def select_to_remask(confidence, n):
+    """confidence: (B, N) float; n: int or (B,) long. Returns (B, N) bool, True at the n lowest per row."""
+    # BEGIN SOLUTION Exercise 5.3: True at the n least-confident positions of each row
+    B = confidence.shape[0]
+    n = torch.as_tensor(n, device=confidence.device).reshape(-1).expand(B)
+    ranks = confidence.argsort(dim=1).argsort(dim=1)                  # 0 = least confident
+    return ranks < n[:, None]
+    # END SOLUTION
+
+select_to_remask = checks.select_to_remask(select_to_remask)
+
+# %% [markdown]
+# One step by hand, with your functions: the first step of a T = 8 decode.
+
+# %%
+T = 8
+gen = torch.Generator(device=P.device).manual_seed(0)
+labels4 = torch.arange(4, device=P.device) % NUM_CLASSES
+grid0 = torch.full((4, N_POS, G), maskgit.mask_id, device=P.device)
+with torch.no_grad():
+    logp = maskgit(grid0, labels4).float().log_softmax(-1)                          # (4, N, G, K)
+drawn = torch.distributions.Categorical(logits=logp).sample()                       # (4, N, G)
+confidence = logp.gather(-1, drawn[..., None])[..., 0].sum(-1)                      # (4, N)
+noisy = confidence + 4.5 * (1 - 1 / T) * -torch.log(-torch.log(torch.rand(confidence.shape, device=P.device)))
+n = math.floor(cosine_schedule(torch.tensor(1 / T)).item() * N_POS)
+remask = select_to_remask(noisy, max(1, min(N_POS - 1, n)))
+fig, axes = plt.subplots(2, 4, figsize=(10, 5))
+for i in range(4):
+    axes[0, i].imshow(confidence[i].reshape(GRID).cpu(), cmap="magma"); axes[0, i].axis("off")
+    axes[1, i].imshow((~remask[i]).reshape(GRID).cpu(), cmap="gray", vmin=0, vmax=1); axes[1, i].axis("off")
+axes[0, 0].set_title("log p of the sampled tokens", fontsize=9, loc="left")
+axes[1, 0].set_title(f"kept after step 1 (white): {N_POS - n} of {N_POS}", fontsize=9, loc="left");
+
+# %% [markdown]
+# `minimovq.sampling.sample` runs the whole loop (the same rules; read it). With `return_history=True` it also
+# returns the grid after every step (`"tokens"`, `[MASK]` where still masked) and the full prediction at every step
+# (`"prediction"`): decode those to *see* the image form.
+
+# %%
+out, hist = sample(maskgit, 4, steps=T, temperature=4.5, labels=labels4, return_history=True, generator=gen)
+preds = decode(hist["prediction"].flatten(0, 1)).reshape(T, 4, 3, IMAGE_SIZE, IMAGE_SIZE)
+still = (hist["tokens"] == maskgit.mask_id).reshape(T, 4, N_POS, G).all(-1)         # (T, 4, N)
+fig, axes = plt.subplots(3, T, figsize=(1.4 * T, 4.6))
+for t in range(T):
+    kept = (~still[t, 0]).float().reshape(GRID).cpu()
+    axes[0, t].imshow(kept, cmap="gray", vmin=0, vmax=1); axes[0, t].set_title(f"step {t + 1}", fontsize=8)
+    axes[1, t].imshow(viz.to_image(preds[t, 0]).cpu())
+    axes[2, t].imshow(viz.to_image(preds[t, 1]).cpu())
+    for a in axes[:, t]:
+        a.axis("off")
+axes[0, 0].text(-2, GRID[0] / 2, "fixed", rotation=90, va="center", ha="right", fontsize=8)
+fig.suptitle("white = fixed tokens; rows 2–3: the decoded prediction at every step", fontsize=10);
+
+# %%
+def show_step(step=T):
+    fixed = (~still[step - 1]).float().reshape(4, 1, *GRID) * 2 - 1                   # white = fixed
+    fixed = F.interpolate(fixed, size=(IMAGE_SIZE, IMAGE_SIZE), mode="nearest").expand(-1, 3, -1, -1)
+    viz.compare_grid({"fixed tokens": fixed, "prediction": preds[step - 1]}, n=4, title=f"after step {step} of {T}")
+    plt.show()
+
+viz.interactive(show_step, step=(1, T, 1, T));
+
+# %% [markdown]
+# ## 6. Measuring sample quality
+# **FID** (Heusel et al. 2017) compares real and generated images through the features of an Inception network:
+# fit a Gaussian to each set of features and take the Fréchet distance
+# $$d^2 = \|\mu_r - \mu_g\|^2 + \operatorname{Tr}\big(\Sigma_r + \Sigma_g - 2(\Sigma_r\Sigma_g)^{1/2}\big).$$
+# Inception's weights must be downloaded, and its features suit 299 px photos, not 32 px shapes. So every profile
+# reports a **Fréchet distance in the course's own feature space**: the penultimate layer (64 features) of a small
+# CNN trained here to classify the labelled training images — the same recipe as FID, with a classifier that knows
+# this data. Call it **FD-shapes**: lower is better, it is only comparable at equal sample count (it is biased
+# upwards for small sets), and only within one run (another run trains another classifier). Two reference points
+# frame it: real test images (the floor) and MoVQ reconstructions of them (the best a prior over these tokens can
+# do). The same classifier also scores class-conditional samples (section 9).
+
+# %%
+class FeatureNet(nn.Module):
+    """A small classifier; ``features`` is its 64-d penultimate layer."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 32, 3, 2, 1), nn.GroupNorm(8, 32), nn.SiLU(),
+            nn.Conv2d(32, 64, 3, 2, 1), nn.GroupNorm(8, 64), nn.SiLU(),
+            nn.Conv2d(64, 64, 3, 2, 1), nn.GroupNorm(8, 64), nn.SiLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classify = nn.Linear(64, num_classes)
+
+    def features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.classify(self.body(x))
+
+
+seed_everything(0)
+feature_net = FeatureNet(NUM_CLASSES).to(P.device)
+image_loader = data.make_loader(train_set, batch_size=64, shuffle=True)
+Trainer(feature_net, {"loss": torch.optim.Adam(feature_net.parameters(), lr=2e-3)}, device=P.device).fit(
+    image_loader, lambda b, step: {"loss": F.cross_entropy(feature_net(b[0]), b[1])},
+    steps=P.pick(quick=30, cpu=800, gpu=2000), desc="feature net")
+feature_net.eval()
+
+
+@torch.no_grad()
+def features(images):
+    return torch.cat([feature_net.features(x.to(P.device)).double().cpu() for x in images.split(256)])
+
+
+def frechet_distance(f1, f2):
+    """Fréchet distance between Gaussians fitted to feature sets f1 (n1, d) and f2 (n2, d)."""
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = torch.cov(f1.T), torch.cov(f2.T)
+    # Tr((Σ1 Σ2)^½) = Σ √λ(Σ1^½ Σ2 Σ1^½), a symmetric matrix with the same eigenvalues
+    vals, vecs = torch.linalg.eigh(s1)
+    root1 = vecs @ torch.diag(vals.clamp(min=0).sqrt()) @ vecs.T
+    tr_sqrt = torch.linalg.eigvalsh(root1 @ s2 @ root1).clamp(min=0).sqrt().sum()
+    return ((mu1 - mu2).pow(2).sum() + s1.trace() + s2.trace() - 2 * tr_sqrt).item()
+
+
+real_images = torch.stack([train_set[i][0] for i in range(min(len(train_set), max(N_EVAL, 1000)))])
+real_features = features(real_images)
+test_images = torch.stack([test_set[i][0] for i in range(min(len(test_set), N_EVAL))])
+fd = lambda images: frechet_distance(features(images), real_features)  # noqa: E731
+quality = {"real test images": {"FD-shapes": fd(test_images)},
+           "MoVQ reconstructions": {"FD-shapes": fd(decode(test_tokens[:N_EVAL]).cpu())},
+           "random tokens": {"FD-shapes": fd(decode(torch.randint(0, K, test_tokens[:N_EVAL].shape)).cpu())}}
+print(format_table(quality))
+
+# %% [markdown]
+# **Real FID**, where it can run: `torch-fidelity` (`pip install torch-fidelity`) downloads Inception weights on
+# first use. Offline, or without the package, the cell says so and moves on.
+
+# %%
+def real_fid(fake, real):
+    try:
+        import torch_fidelity
+    except ImportError:
+        print("FID skipped: torch-fidelity is not installed (pip install torch-fidelity); FD-shapes stands in")
+        return None
+
+    class U8(torch.utils.data.Dataset):
+        def __init__(self, x):
+            self.x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+        def __len__(self):
+            return len(self.x)
+        def __getitem__(self, i):
+            return self.x[i]
+
+    try:
+        m = torch_fidelity.calculate_metrics(input1=U8(fake), input2=U8(real), fid=True, verbose=False,
+                                             cuda=P.device.type == "cuda")
+        return m["frechet_inception_distance"]
+    except Exception as e:  # no internet for the Inception weights, ...
+        print(f"FID skipped: torch-fidelity could not run ({type(e).__name__}: {str(e)[:120]})")
+        return None
+
+# %% [markdown]
+# ## 7. How many steps?
+# Sample `N_EVAL` images (random classes drawn from the training distribution, i.e. unconditional samples) with
+# T = 1, 4, 8, 12 and 16, and time each run. T = 1 must fill every token from the all-`[MASK]` grid in one pass:
+# each token is then drawn independently of the others.
+
+# %%
+def random_labels(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return train_labels[torch.randint(len(train_labels), (n,), generator=g)].to(P.device)
+
+
+def timed(fn):
+    if P.device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if P.device.type == "cuda":
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
+
+
+eval_labels = random_labels(N_EVAL, seed=1)
+steps_table, step_samples = {}, {}
+for T_ in (1, 4, 8, 12, 16):
+    tokens, sec = timed(lambda: sample(maskgit, N_EVAL, steps=T_, labels=eval_labels,
+                                       generator=torch.Generator(device=P.device).manual_seed(T_)))
+    images = decode(tokens).cpu()
+    step_samples[f"T={T_}"] = images[:8]
+    steps_table[f"T={T_}"] = {"passes": T_, "seconds": sec, "FD-shapes": fd(images)}
+print(format_table(steps_table))
+fig, ax = plt.subplots(figsize=(4.5, 3))
+ax.plot([v["passes"] for v in steps_table.values()], [v["FD-shapes"] for v in steps_table.values()], "o-")
+ax.set(xlabel="steps T", ylabel="FD-shapes (lower is better)", title="quality against steps")
+viz.compare_grid(step_samples, n=8);
+
+# %% [markdown]
+# ## 8. MaskGIT against an autoregressive prior
+# The baseline is the **same** class with `causal=True`: identical size, the prefix token as the start token,
+# inputs shifted by one and a causal attention mask, trained for the same number of steps on the same batches. Its
+# sampler (`sample_autoregressive`) keeps a **KV cache**, so each of its N steps runs one position through the
+# network — the fair baseline. (The AR prior trains without label smoothing, as taming's did: smoothing puts mass
+# on every code, and ancestral sampling would then draw junk tokens.)
+
+# %%
+def ar_step(trainer, tokens, labels):
+    with trainer.autocast():
+        return prior_loss(ar, tokens, labels, label_smoothing=0.0)
+
+
+ar = make_prior(causal=True)
+ar_history, ar_tokens_per_s = train_prior(ar, ar_step, "AR")
+
+# %%
+race = {}
+for name, fn in [("MaskGIT T=8", lambda b, lab, g: sample(maskgit, b, steps=8, labels=lab, generator=g)),
+                 ("AR + KV cache", lambda b, lab, g: sample_autoregressive(ar, b, labels=lab, generator=g))]:
+    fn(1, eval_labels[:1], None)  # warm-up
+    _, sec1 = timed(lambda: fn(1, eval_labels[:1], None))
+    tokens, sec = timed(lambda: fn(N_EVAL, eval_labels, torch.Generator(device=P.device).manual_seed(0)))
+    images = decode(tokens).cpu()
+    race[name] = {"passes": 8 if "MaskGIT" in name else N_POS, "s @ b=1": sec1,
+                  f"s @ b={N_EVAL}": sec, "FD-shapes": fd(images), "images": images}
+    fid = real_fid(images, test_images) if not P.is_quick else None
+    if fid is not None:
+        race[name]["FID"] = fid
+print(format_table({k: {m: v for m, v in row.items() if m != "images"} for k, row in race.items()}))
+viz.compare_grid({name: row["images"][:8] for name, row in race.items()}, n=8);
+
+# %% [markdown]
+# MaskGIT spends *more* arithmetic than the cached AR sampler: T passes over all N positions, against N passes
+# over one new position each — about T·N against N position-passes, so roughly T = 8 times the FLOPs. But it needs
+# only T **sequential** steps instead of N. When a step is **latency-bound** (a small batch, a GPU waiting on
+# kernel launches), MaskGIT wins big; when it is **compute-bound** (a large batch on a CPU), the cached AR
+# sampler's smaller FLOP count can win.
+# `benchmarks/bench_maskgit.py` measures both regimes on a 16 × 16 grid (dim 256, depth 4).
+
+# %% [markdown]
+# ## 9. Class-conditional generation
+# Both priors were trained with the class as their prefix token. Fix the class, sample, and check with the feature
+# network's classifier how often the samples are recognised as the class they were asked for (real test images
+# give the ceiling).
+
+# %%
+per_class = 8
+cond_labels = torch.arange(NUM_CLASSES, device=P.device).repeat_interleave(per_class)
+cond_tokens = sample(maskgit, len(cond_labels), steps=8, labels=cond_labels,
+                     generator=torch.Generator(device=P.device).manual_seed(3))
+cond_images = decode(cond_tokens)
+with torch.no_grad():
+    agree = (feature_net(cond_images).argmax(1) == cond_labels).float().mean().item()
+    real_acc = (feature_net(test_images.to(P.device)).argmax(1) == test_labels[:len(test_images)].to(P.device)).float().mean().item()
+print(f"classifier agrees with the requested class on {agree:.0%} of the samples (on real test images: {real_acc:.0%})")
+names = getattr(train_set, "classes", [str(c) for c in range(NUM_CLASSES)])
+viz.compare_grid({names[c]: cond_images[c * per_class:(c + 1) * per_class] for c in range(NUM_CLASSES)}, n=per_class);
+
+# %% [markdown]
+# ## 10. The whole pipeline
+# Image → MoVQ tokens → MaskGIT → image. Encode test images, hide the bottom half of their token grids, and let
+# MaskGIT fill it in (the same decoder, started from a partly known grid), then decode.
+
+# %%
+x = x_test[:6]
+_, _, tokens = movq.encode(x)
+start = tokens.clone()
+start[:, GRID[0] // 2:] = maskgit.mask_id
+filled = sample(maskgit, len(x), steps=8, tokens=start, labels=test_labels[:6].to(P.device),
+                generator=torch.Generator(device=P.device).manual_seed(4))
+half = decode(tokens.masked_fill(start == maskgit.mask_id, 0))
+half[:, :, IMAGE_SIZE // 2:] = 1.0
+viz.compare_grid({"image": x, "MoVQ tokens → image": decode(tokens), "top half kept": half,
+                  "MaskGIT completes": decode(filled)}, n=6)
+print(f"MaskGIT trained at {mg_tokens_per_s:,.0f} tokens/s, the AR prior at {ar_tokens_per_s:,.0f} tokens/s")
+print(f"lesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' profile")
+
+# %% [markdown]
+# ## Takeaways
+# - A tokenizer turns image generation into **sequence modelling over a small grid of codes**; the prior never
+#   sees a pixel.
+# - MaskGIT trains a bidirectional transformer to fill in masked tokens (cosine schedule, loss on masked tokens
+#   only) and decodes in **T ≈ 8 parallel steps**, keeping the most confident tokens at each step.
+# - Against an autoregressive prior it trades extra FLOPs for far fewer sequential steps: a large speed-up when
+#   sampling is latency-bound, none when it is compute-bound. More steps help up to about 8–12.
+# - The same decoder inpaints and edits for free: start it from a partly known grid.
+#
+# **The course, end to end:** a VAE blurs (Lesson 1); discrete codes remove the KL blur (Lesson 2); perceptual and
+# adversarial losses make the codes worth decoding (Lesson 3); spatially modulated normalisation and multichannel
+# codes make them faithful (Lesson 4); and a masked transformer turns them into new images (Lesson 5).
