@@ -1,0 +1,361 @@
+"""Vector quantization (VQ-VAE, van den Oord 2017): the codebooks every later lesson uses.
+
+Two quantizers share one interface, ``forward(z) -> (z_q, loss, indices)`` with z of shape (B, D, H, W):
+
+* :class:`VectorQuantizer` learns the codebook by gradient descent (codebook loss + β · commitment loss).
+* :class:`EMAVectorQuantizer` learns it as online k-means (exponential moving averages, Laplace smoothing).
+
+Both are textbook by default. Options add codebook health (dead-code restarts, l2-normalised codes,
+k-means init) and MoVQ's grouped (multichannel) quantization. Nothing builds an N×K one-hot matrix:
+distances are computed in fp32, a chunk of rows at a time, and counts use ``bincount``/``index_add_``.
+:class:`CodebookUsage` measures usage and perplexity over a whole split, not one batch.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+__all__ = ["nearest_codes", "codebook_loss", "commitment_loss", "straight_through", "quantize", "ema_update",
+           "perplexity", "kmeans", "VectorQuantizer", "EMAVectorQuantizer", "CodebookUsage", "codebook_usage"]
+
+CHUNK_ELEMENTS = 2 ** 22  # distances held at once by default: 4M floats = 16 MiB, whatever N and K are
+
+
+def nearest_codes(z: torch.Tensor, codebook: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    """Index of the nearest code for every row of ``z``: z (N, D), codebook (K, D) -> LongTensor (N,).
+
+    Computed in fp32 even under autocast, ``chunk_size`` rows at a time (default: 2**22 // K), so only a
+    (chunk, K) block of distances ever exists. Ties go to the lowest index, as in ``torch.argmin``.
+    """
+    if z.ndim != 2 or codebook.ndim != 2 or z.shape[1] != codebook.shape[1]:
+        raise ValueError(f"nearest_codes expects z (N, D) and codebook (K, D) with the same D, "
+                         f"got z {tuple(z.shape)} and codebook {tuple(codebook.shape)}")
+    chunk = chunk_size or max(1, CHUNK_ELEMENTS // codebook.shape[0])
+    out = torch.empty(z.shape[0], dtype=torch.long, device=z.device)
+    with torch.no_grad(), torch.autocast(z.device.type, enabled=False):
+        z, e = z.detach().float(), codebook.detach().float()
+        e_sq = e.pow(2).sum(1)  # (K,)
+        for start in range(0, z.shape[0], chunk):
+            # ‖z − e‖² = ‖z‖² + ‖e‖² − 2 z·eᵀ; ‖z‖² is the same for every code, so the argmin leaves it out
+            dist = torch.addmm(e_sq, z[start:start + chunk], e.t(), alpha=-2.0)  # (chunk, K)
+            out[start:start + chunk] = dist.argmin(dim=1)
+    return out
+
+
+def codebook_loss(z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+    """The codebook term ‖sg[z] − e‖² (mean over elements, fp32): it moves the codes towards the encoder."""
+    return F.mse_loss(z_q.float(), z.detach().float())
+
+
+def commitment_loss(z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+    """The commitment term ‖z − sg[e]‖² (mean over elements, fp32): it keeps the encoder near its codes."""
+    return F.mse_loss(z.float(), z_q.detach().float())
+
+
+def straight_through(z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+    """Straight-through estimator: the value of z_q, the gradient of z.  z_st = z + sg[z_q − z]."""
+    return z + (z_q.to(z.dtype) - z).detach()
+
+
+def quantize(z: torch.Tensor, codebook: torch.Tensor, beta: float = 0.25):
+    """Quantize z (B, D, H, W) with codebook (K, D): returns z_q (B, D, H, W), loss (), indices (B, H, W).
+
+    z_q carries straight-through gradients, and the loss is the paper's
+    L = ‖sg[z] − e‖² + β ‖z − sg[e]‖².
+    """
+    if z.ndim != 4 or z.shape[1] != codebook.shape[1]:
+        raise ValueError(f"quantize expects z (B, {codebook.shape[1]}, H, W) to match the codebook's "
+                         f"{codebook.shape[1]} channels, got {tuple(z.shape)}")
+    B, _, H, W = z.shape
+    flat = rearrange(z, "b d h w -> (b h w) d")  # (N, D), ordered by b, h, w
+    indices = nearest_codes(flat, codebook)
+    z_q = rearrange(F.embedding(indices, codebook), "(b h w) d -> b d h w", b=B, h=H, w=W)
+    loss = codebook_loss(z, z_q) + beta * commitment_loss(z, z_q)
+    return straight_through(z, z_q), loss, indices.view(B, H, W)
+
+
+def ema_update(cluster_size: torch.Tensor, embed_sum: torch.Tensor, z: torch.Tensor, indices: torch.Tensor,
+               decay: float = 0.99, eps: float = 1e-5):
+    """One EMA codebook step (VQ-VAE appendix), as a pure function: the inputs are not modified.
+
+    cluster_size (K,), embed_sum (K, D), z (N, D), indices (N,) -> (cluster_size, embed_sum, codebook (K, D)).
+    """
+    K = cluster_size.shape[0]
+    counts = torch.bincount(indices, minlength=K).to(cluster_size.dtype)  # (K,) no one-hot
+    sums = torch.zeros_like(embed_sum).index_add_(0, indices, z.to(embed_sum.dtype))  # (K, D): Σ_{i∈k} z_i
+    # N ← d·N + (1−d)·counts
+    cluster_size = decay * cluster_size + (1 - decay) * counts
+    # m ← d·m + (1−d)·Σ_{i∈k} z_i
+    embed_sum = decay * embed_sum + (1 - decay) * sums
+    # Laplace smoothing: N_s = (N + eps) / (ΣN + K·eps) · ΣN, so no code divides by zero
+    n = cluster_size.sum()
+    smoothed = (cluster_size + eps) / (n + K * eps) * n
+    # e = m / N_s
+    return cluster_size, embed_sum, embed_sum / smoothed.unsqueeze(1)
+
+
+def _perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
+    """exp(H(p)) with p = counts / Σcounts and the natural log; 0·log 0 counts as 0."""
+    p = counts.float() / counts.sum().clamp_min(1)
+    entropy = -torch.special.xlogy(p, p).sum()
+    return entropy.exp()
+
+
+def perplexity(indices: torch.Tensor, num_codes: int) -> torch.Tensor:
+    """Perplexity of code usage: exp(−Σ_k p_k ln p_k), from 1 (one code) to num_codes (all used equally)."""
+    return _perplexity_from_counts(torch.bincount(indices.flatten().long(), minlength=num_codes))
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Lloyd's k-means on x (N, D) -> centroids (k, D). Starts from random rows; empty clusters stay put."""
+    x = x.detach().float()
+    device = generator.device if generator is not None else x.device
+    centroids = x[torch.randint(x.shape[0], (k,), generator=generator, device=device).to(x.device)].clone()
+    for _ in range(iters):
+        assign = nearest_codes(x, centroids)
+        counts = torch.bincount(assign, minlength=k).unsqueeze(1)  # (k, 1)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)  # (k, D)
+        centroids = torch.where(counts > 0, sums / counts.clamp_min(1), centroids)
+    return centroids
+
+
+class _Quantizer(nn.Module):
+    """What both quantizers share: the codebook, grouping, lookup and codebook-health options."""
+
+    def __init__(self, n_embed: int, embed_dim: int, beta: float, groups: int, l2_norm: bool,
+                 dead_code_threshold: int, kmeans_init: bool, chunk_size: int | None):
+        super().__init__()
+        if n_embed < 1 or embed_dim < 1:
+            raise ValueError(f"n_embed and embed_dim must be positive, got n_embed={n_embed}, embed_dim={embed_dim}")
+        if groups < 1 or embed_dim % groups:
+            raise ValueError(f"embed_dim={embed_dim} must be divisible by groups={groups}: each group quantizes "
+                             f"embed_dim / groups contiguous channels; pick groups among the divisors of {embed_dim}")
+        self.n_embed, self.embed_dim, self.beta, self.groups = n_embed, embed_dim, beta, groups
+        self.code_dim = embed_dim // groups  # the codebook's width: D / G
+        self.l2_norm, self.dead_code_threshold = l2_norm, int(dead_code_threshold)
+        self.kmeans_init, self.chunk_size = kmeans_init, chunk_size
+        self.embedding = nn.Embedding(n_embed, self.code_dim)
+        nn.init.uniform_(self.embedding.weight, -1.0 / n_embed, 1.0 / n_embed)
+        # Option buffers exist only when the option is on, so default state dicts match taming/SBER exactly.
+        if self.dead_code_threshold > 0:
+            self.register_buffer("steps_unused", torch.zeros(n_embed, dtype=torch.long))
+        if kmeans_init:
+            self.register_buffer("initted", torch.tensor(False))
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The codes in use (K, D/G): the embedding, l2-normalised when ``l2_norm``."""
+        w = self.embedding.weight
+        return F.normalize(w, dim=1) if self.l2_norm else w
+
+    def forward(self, z: torch.Tensor):
+        """z (B, D, H, W) -> z_q (B, D, H, W) in z's dtype, loss (), indices (B, H, W) or (B, H, W, G)."""
+        if z.ndim != 4 or z.shape[1] != self.embed_dim:
+            got = z.shape[1] if z.ndim == 4 else f"shape {tuple(z.shape)}"
+            raise ValueError(f"{type(self).__name__} expects z of shape (B, {self.embed_dim}, H, W) "
+                             f"(embed_dim={self.embed_dim}), got {got} channels in {tuple(z.shape)}; "
+                             f"make the encoder output embed_dim={self.embed_dim} channels")
+        B, _, H, W = z.shape
+        G = self.groups
+        flat = rearrange(z, "b (g d) h w -> (b h w g) d", g=G)  # (N·G, D/G), group g = channels [g·D/G, (g+1)·D/G)
+        if self.l2_norm:
+            flat = F.normalize(flat, dim=1)
+        if self.training:
+            self._restart_codes(flat)
+        codebook = self.codebook
+        indices = nearest_codes(flat, codebook, self.chunk_size)
+        flat_q = F.embedding(indices, codebook)  # looked up before any EMA update
+        loss = self._loss(flat, flat_q)
+        if self.training:
+            with torch.no_grad():
+                self._after_assign(flat.detach(), indices)
+        z_q = rearrange(straight_through(flat, flat_q), "(b h w g) d -> b (g d) h w", b=B, h=H, w=W, g=G)
+        indices = rearrange(indices, "(b h w g) -> b h w g", b=B, h=H, w=W, g=G)
+        return z_q.to(z.dtype), loss, indices.squeeze(-1) if G == 1 else indices
+
+    def get_codebook_entry(self, indices: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Codes -> z_q (B, D, H, W). ``indices`` is (B, H, W), or (B, H, W, G) with groups; taming's form
+        ``get_codebook_entry(flat_indices, shape=(B, H, W, D))`` is accepted too. Works for any batch and grid."""
+        G = self.groups
+        if shape is not None:
+            if len(shape) != 4 or shape[-1] != self.embed_dim:
+                raise ValueError(f"shape must be (B, H, W, {self.embed_dim}), got {tuple(shape)}")
+            indices = indices.reshape(*shape[:3], G)
+        elif G == 1 and indices.ndim == 3:
+            indices = indices.unsqueeze(-1)
+        if indices.ndim != 4 or indices.shape[-1] != G:
+            want = "(B, H, W)" if G == 1 else f"(B, H, W, {G})"
+            raise ValueError(f"indices must have shape {want} for groups={G}, got {tuple(indices.shape)}")
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.n_embed):
+            raise ValueError(f"indices must lie in [0, {self.n_embed}) (n_embed={self.n_embed}), "
+                             f"got [{int(indices.min())}, {int(indices.max())}]")
+        z_q = F.embedding(indices.long(), self.codebook)  # (B, H, W, G, D/G)
+        return rearrange(z_q, "b h w g d -> b (g d) h w")
+
+    @torch.no_grad()
+    def _restart_codes(self, flat: torch.Tensor) -> None:
+        """k-means init on the first training batch; restart codes unused for ``dead_code_threshold`` steps."""
+        if self.kmeans_init and not bool(self.initted):
+            self._set_codes(torch.arange(self.n_embed, device=flat.device), kmeans(flat, self.n_embed))
+            self.initted.fill_(True)
+        if self.dead_code_threshold > 0:
+            dead = (self.steps_unused >= self.dead_code_threshold).nonzero().squeeze(1)
+            if dead.numel():  # re-initialise each dead code from a random encoder output of this batch
+                pick = torch.randint(flat.shape[0], (dead.numel(),), device=flat.device)
+                self._set_codes(dead, flat[pick].float())
+                self.steps_unused[dead] = 0
+
+    def _set_codes(self, which: torch.Tensor, vectors: torch.Tensor) -> None:
+        self.embedding.weight.data[which] = vectors.to(self.embedding.weight.dtype)
+
+    def _after_assign(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
+        if self.dead_code_threshold > 0:
+            self.steps_unused += 1
+            self.steps_unused[indices] = 0
+
+    def extra_repr(self) -> str:
+        opts = [f"n_embed={self.n_embed}", f"embed_dim={self.embed_dim}", f"beta={self.beta}"]
+        for name, default in (("groups", 1), ("l2_norm", False), ("dead_code_threshold", 0), ("kmeans_init", False)):
+            if getattr(self, name) != default:
+                opts.append(f"{name}={getattr(self, name)}")
+        return ", ".join(opts)
+
+
+class VectorQuantizer(_Quantizer):
+    """VQ-VAE's quantizer with a codebook learned by gradient descent.
+
+    The loss is the paper's ‖sg[z] − e‖² + β‖z − sg[e]‖². ``legacy=True`` reproduces taming/SBER's
+    placement of β on the *codebook* term instead: ‖sg[e] − z‖² + β‖e − sg[z]‖² (the same forward value,
+    (1+β)·MSE, but the encoder is pulled 4× harder and the codebook 4× softer at β = 0.25).
+
+    Options (all off by default): ``groups`` (MoVQ multichannel codes sharing one codebook of width D/G),
+    ``l2_norm`` (cosine codes), ``dead_code_threshold`` (restart a code unused for that many training
+    batches from a random encoder output), ``kmeans_init`` (k-means on the first training batch) and
+    ``chunk_size`` (rows per distance block). With defaults the state dict is ``{"embedding.weight"}``.
+    """
+
+    def __init__(self, n_embed: int, embed_dim: int, beta: float = 0.25, legacy: bool = False, groups: int = 1,
+                 l2_norm: bool = False, dead_code_threshold: int = 0, kmeans_init: bool = False,
+                 chunk_size: int | None = None):
+        super().__init__(n_embed, embed_dim, beta, groups, l2_norm, dead_code_threshold, kmeans_init, chunk_size)
+        self.legacy = legacy
+
+    def _loss(self, z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+        if self.legacy:  # taming/SBER: mean((sg[z_q] − z)²) + β·mean((z_q − sg[z])²)
+            return commitment_loss(z, z_q) + self.beta * codebook_loss(z, z_q)
+        # the paper: ‖sg[z] − e‖² + β‖z − sg[e]‖²
+        return codebook_loss(z, z_q) + self.beta * commitment_loss(z, z_q)
+
+
+class EMAVectorQuantizer(_Quantizer):
+    """VQ-VAE's quantizer with an EMA codebook (online k-means), per the paper's appendix.
+
+    The codebook gets no gradient; after each training batch the statistics are updated with
+    :func:`ema_update` and the codebook becomes m / N_s. The loss is β‖z − sg[e]‖² alone. ``cluster_size``
+    (K,) and ``embed_sum`` (K, D/G) are buffers, saved in the state dict; they start at 1 and at the initial
+    codebook, so e = m / N_s equals the initial codebook until the first update. Options as in
+    :class:`VectorQuantizer`.
+    """
+
+    def __init__(self, n_embed: int, embed_dim: int, beta: float = 0.25, decay: float = 0.99, eps: float = 1e-5,
+                 groups: int = 1, l2_norm: bool = False, dead_code_threshold: int = 0, kmeans_init: bool = False,
+                 chunk_size: int | None = None):
+        super().__init__(n_embed, embed_dim, beta, groups, l2_norm, dead_code_threshold, kmeans_init, chunk_size)
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}; 0.99 is the paper's value")
+        self.decay, self.eps = decay, eps
+        self.embedding.weight.requires_grad_(False)
+        self.register_buffer("cluster_size", torch.ones(n_embed))
+        self.register_buffer("embed_sum", self.embedding.weight.detach().clone())
+
+    def _loss(self, z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+        # only the commitment term β‖z − sg[e]‖²: the EMA moves the codes
+        return self.beta * commitment_loss(z, z_q)
+
+    def _set_codes(self, which: torch.Tensor, vectors: torch.Tensor) -> None:
+        super()._set_codes(which, vectors)
+        self.cluster_size[which] = 1.0  # a restarted code counts as seen once, at its new position
+        self.embed_sum[which] = vectors.to(self.embed_sum.dtype)
+
+    def _after_assign(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
+        super()._after_assign(flat, indices)
+        cluster_size, embed_sum, codebook = ema_update(self.cluster_size, self.embed_sum, flat.float(), indices,
+                                                       self.decay, self.eps)
+        self.cluster_size.copy_(cluster_size)
+        self.embed_sum.copy_(embed_sum)
+        self.embedding.weight.data.copy_(codebook)
+
+
+class CodebookUsage:
+    """Code usage accumulated over many batches (a whole evaluation split), not one batch::
+
+        usage = CodebookUsage(512)
+        for x in loader:
+            usage.update(model.encode(x)[-1])
+        usage.perplexity(), usage.usage()
+    """
+
+    def __init__(self, n_embed: int):
+        self.n_embed = n_embed
+        self.counts = torch.zeros(n_embed, dtype=torch.long)
+
+    def update(self, indices: torch.Tensor) -> "CodebookUsage":
+        """Add the codes in ``indices`` (any shape) to the counts."""
+        flat = indices.detach().flatten().long()
+        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.n_embed):
+            raise ValueError(f"indices must lie in [0, {self.n_embed}) (n_embed={self.n_embed}), "
+                             f"got [{int(flat.min())}, {int(flat.max())}]")
+        self.counts = self.counts.to(flat.device) + torch.bincount(flat, minlength=self.n_embed)
+        return self
+
+    def reset(self) -> None:
+        self.counts = torch.zeros(self.n_embed, dtype=torch.long)
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def perplexity(self) -> float:
+        """exp(entropy) of the accumulated usage: the effective number of codes."""
+        return float(_perplexity_from_counts(self.counts))
+
+    def usage(self) -> float:
+        """Fraction of the codebook used at least once."""
+        return float((self.counts > 0).float().mean())
+
+    def dead_codes(self) -> torch.Tensor:
+        """Indices of the codes never used."""
+        return (self.counts == 0).nonzero().squeeze(1).cpu()
+
+    def __repr__(self) -> str:
+        return (f"CodebookUsage(n_embed={self.n_embed}, tokens={self.total}, usage={self.usage():.1%}, "
+                f"perplexity={self.perplexity():.1f})")
+
+
+@torch.no_grad()
+def codebook_usage(model: nn.Module, loader: Iterable, n_embed: int | None = None,
+                   device: torch.device | str | None = None, max_batches: int | None = None,
+                   indices_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> CodebookUsage:
+    """Run ``model`` over ``loader`` in eval mode and return the :class:`CodebookUsage` of the whole split.
+
+    ``indices_fn(x)`` gives the codes of a batch (default: ``model.encode(x)[-1]``); ``n_embed`` defaults to
+    ``model.quantize.n_embed``; (image, label) batches use the images.
+    """
+    n_embed = n_embed or model.quantize.n_embed
+    device = device or next(model.parameters()).device
+    indices_fn = indices_fn or (lambda x: model.encode(x)[-1])
+    usage, was_training = CodebookUsage(n_embed), model.training
+    model.eval()
+    try:
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            usage.update(indices_fn(x.to(device)))
+    finally:
+        model.train(was_training)
+    return usage
