@@ -1,0 +1,180 @@
+"""Decoding a token prior: MaskGIT's parallel iterative decoding, KV-cached raster-order sampling, and the
+helper that turns an image dataset into token grids once.
+
+MaskGIT (Chang 2022, §3.2) fills an all-[MASK] grid in T steps. At step t (0-based, ratio = (t+1)/T):
+  1. predict every position and sample a token at each masked one;
+  2. confidence = log p(sampled token) + τ·(1 − ratio)·Gumbel noise; fixed tokens get +∞;
+  3. re-mask the n = ⌊γ(ratio)·N⌋ least confident (at least 1, fewer than are masked now).
+After step T−1 every token is fixed. T forward passes replace the N (= h·w) of an autoregressive prior.
+"""
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+
+from minimovq.maskgit import cosine_schedule
+
+__all__ = ["select_to_remask", "sample", "sample_autoregressive", "tokenize_dataset", "gumbel_noise"]
+
+
+def gumbel_noise(shape, generator=None, device=None):
+    """Standard Gumbel noise g = −log(−log u), u ~ U(0, 1), from ``generator`` when given."""
+    u = torch.rand(shape, generator=generator, device=device).clamp_(min=1e-20)
+    return -torch.log(-torch.log(u))
+
+
+def select_to_remask(confidence, n):
+    """BoolTensor (B, N), True at the n least-confident positions of each row.
+
+    confidence: (B, N) float (+inf never gets picked while finite entries remain).
+    n: an int, or a LongTensor (B,) with one count per row.
+    """
+    B, N = confidence.shape
+    n = torch.as_tensor(n, device=confidence.device).long().reshape(-1).expand(B)
+    # rank 0 = least confident; stable so that ties break by position
+    ranks = confidence.argsort(dim=-1, stable=True).argsort(dim=-1, stable=True)
+    return ranks < n[:, None]
+
+
+def _as_grid(model, flat):
+    """(..., N, G) -> (..., h, w) when G = 1, else (..., h, w, G)."""
+    h, w = model.grid_size
+    grid = rearrange(flat, "... (h w) g -> ... h w g", h=h, w=w)
+    return grid[..., 0] if model.groups == 1 else grid
+
+
+@torch.no_grad()
+def sample(model, batch_size, steps=8, temperature=4.5, labels=None, tokens=None, return_history=False,
+           generator=None, device=None):
+    """MaskGIT iterative decoding (facts §8).
+
+    Args:
+        model: a bidirectional ``MaskGIT`` (causal=False).
+        batch_size: B.
+        steps: T, the number of forward passes (8–12 in the paper).
+        temperature: τ, the scale of the Gumbel noise added to the confidence; it anneals linearly,
+            τ·(1 − (t+1)/T), to 0 at the last step.
+        labels: class ids (B,) or one int for a class-conditional model.
+        tokens: optional (B, h, w[, G]) start grid with ``model.mask_id`` at the positions to fill
+            (inpainting); default all masked.
+        return_history: also return {"tokens": (T, B, h, w[, G]) the grid after each step, with mask_id
+            where still masked, "prediction": (T, B, h, w[, G]) the full sampled grid at each step}.
+        generator: a torch.Generator on ``device`` for reproducible samples.
+
+    Returns tokens (B, h, w) or (B, h, w, G), and the history when asked.
+    """
+    if model.causal:
+        raise ValueError("sample() decodes a bidirectional MaskGIT; use sample_autoregressive for causal=True.")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}; MaskGIT uses 8 to 12.")
+    device = device or next(model.parameters()).device
+    N, G = model.num_positions, model.groups
+    if tokens is None:
+        cur = torch.full((batch_size, N, G), model.mask_id, dtype=torch.long, device=device)
+    else:
+        cur = model.flatten_tokens(tokens.to(device)).clone()
+    unknown = (cur == model.mask_id).any(-1)  # (B, N): a position is masked as a whole
+    cur[unknown] = model.mask_id
+    n_start = unknown.sum(-1)  # (B,) tokens to generate per row
+    history = {"tokens": [], "prediction": []}
+    was_training = model.training
+    model.eval()
+    for t in range(steps):
+        logp = model(cur, labels).float().log_softmax(-1)  # (B, N, G, K)
+        # 1. sample every position (Gumbel-max = a categorical draw); keep the fixed ones
+        drawn = (logp + gumbel_noise(logp.shape, generator, device)).argmax(-1)  # (B, N, G)
+        drawn = torch.where(unknown[..., None], drawn, cur)
+        if t == steps - 1:  # the last step fixes everything that is still masked
+            cur, unknown = drawn, torch.zeros_like(unknown)
+        else:
+            ratio = (t + 1) / steps
+            # 2. confidence = Σ_g log p(token_g) + τ(1 − ratio)·Gumbel, fixed tokens +∞
+            conf = logp.gather(-1, drawn[..., None])[..., 0].sum(-1)  # (B, N)
+            conf = conf + temperature * (1 - ratio) * gumbel_noise(conf.shape, generator, device)
+            conf = conf.masked_fill(~unknown, float("inf"))
+            # 3. n = ⌊γ(ratio)·N⌋, at least 1 and fewer than still masked (none if nothing is masked)
+            n = torch.floor(cosine_schedule(ratio) * n_start).long()
+            masked_now = unknown.sum(-1)
+            n = torch.maximum(torch.ones_like(n), torch.minimum(masked_now - 1, n))
+            n = torch.where(masked_now > 0, n, torch.zeros_like(n))
+            unknown = select_to_remask(conf, n)
+            cur = drawn.masked_fill(unknown[..., None], model.mask_id)
+        if return_history:
+            history["tokens"].append(cur.clone())
+            history["prediction"].append(drawn)
+    model.train(was_training)
+    out = _as_grid(model, cur)
+    if not return_history:
+        return out
+    return out, {k: _as_grid(model, torch.stack(v)) for k, v in history.items()}
+
+
+@torch.no_grad()
+def sample_autoregressive(model, batch_size, temperature=1.0, top_k=None, labels=None, generator=None,
+                          use_cache=True, device=None):
+    """Raster-order sampling from a ``causal=True`` model: N sequential forward passes.
+
+    With ``use_cache`` every step feeds only the newest token and reuses the cached keys/values of the
+    earlier ones (the fair baseline); without it every step re-runs the whole prefix. At each position
+    the logits are divided by ``temperature`` (0 = greedy) and, with ``top_k``, cut to the k most likely
+    codes before the draw. Returns tokens (B, h, w) or (B, h, w, G).
+    """
+    if not model.causal:
+        raise ValueError("sample_autoregressive needs MaskGIT(..., causal=True); use sample() for MaskGIT.")
+    device = device or next(model.parameters()).device
+    N, G = model.num_positions, model.groups
+    out = torch.zeros(batch_size, N, G, dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    cache = model.new_cache(batch_size, device=device) if use_cache else None
+    for i in range(N):
+        if use_cache:
+            logits = model.decode_step(out[:, i - 1] if i else None, cache, labels)  # (B, G, K)
+        else:
+            logits = model(out[:, : i + 1], labels)[:, i]  # out[:, i] itself is not an input
+        logits = logits.float()
+        if top_k is not None:
+            kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if temperature == 0:
+            out[:, i] = logits.argmax(-1)
+        else:
+            out[:, i] = (logits / temperature + gumbel_noise(logits.shape, generator, device)).argmax(-1)
+    model.train(was_training)
+    return _as_grid(model, out)
+
+
+@torch.no_grad()
+def tokenize_dataset(tokenizer, dataset_or_loader, batch_size=64, device=None, progress=False):
+    """Encode a dataset once with a trained VQ tokenizer (e.g. ``minimovq.movq.MoVQ``).
+
+    Items (or loader batches) are images, or (image, label) pairs. ``tokenizer.encode(x)`` must return
+    (quant (B, C, h, w), loss, indices) with B·h·w·G indices, ordered b, h, w (then g).
+    Returns a LongTensor (N, h, w) (G = 1) or (N, h, w, G) on the CPU, and a LongTensor (N,) of labels
+    as a second value when the items carry labels.
+    """
+    if isinstance(dataset_or_loader, torch.utils.data.DataLoader):
+        loader = dataset_or_loader
+    else:
+        loader = torch.utils.data.DataLoader(dataset_or_loader, batch_size=batch_size, shuffle=False)
+    device = device or next(tokenizer.parameters()).device
+    was_training = tokenizer.training
+    tokenizer.eval()
+    tokens, labels = [], []
+    it = loader
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(loader, desc="tokenize")
+    for batch in it:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        if isinstance(batch, (list, tuple)) and len(batch) > 1:
+            labels.append(torch.as_tensor(batch[1]).long().cpu())
+        quant, _, idx = tokenizer.encode(x.to(device))
+        B, _, h, w = quant.shape
+        grid = idx.reshape(B, h, w, -1).long().cpu()  # (B, h, w, G)
+        tokens.append(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    tokenizer.train(was_training)
+    if not tokens:
+        raise ValueError("tokenize_dataset got an empty dataset; pass a dataset with at least one image.")
+    tokens = torch.cat(tokens)
+    return (tokens, torch.cat(labels)) if labels else tokens
