@@ -1,0 +1,257 @@
+"""VQGAN (Esser, Rombach & Ommer 2021): a convolutional autoencoder with a vector-quantized bottleneck.
+
+The model alone — the perceptual and adversarial losses are separate modules (``minimovq.lpips``,
+``minimovq.losses``). It takes taming-transformers' ``ddconfig``, ``n_embed`` and ``embed_dim`` unchanged and
+has taming's state-dict keys, so a released taming checkpoint loads with ``strict=True`` once its ``loss.*``
+entries are dropped (:meth:`VQGAN.from_pretrained`)::
+
+    model = VQGAN.from_config("tiny")                       # a lesson-sized model
+    quant, codebook_loss, indices = model.encode(x)         # x: (B, 3, H, W) in [-1, 1]
+    x_hat = model.decode_indices(indices)                   # any batch size and grid
+
+Data flow: ``quant, loss, idx = quantize(quant_conv(encoder(x)))`` and ``x̂ = decoder(post_quant_conv(quant))``.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn as nn
+
+from .blocks import Decoder, Encoder, NormFactory, Normalize
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .quantize import VectorQuantizer
+from .validate import check_images
+
+# Named configurations: {"ddconfig": taming's ddconfig, "n_embed": K, "embed_dim": D}.
+CONFIGS: dict[str, dict[str, Any]] = {
+    # taming-transformers' ImageNet VQGAN, f=16, K=1024: 72,141,699 parameters, 343 state-dict keys.
+    "vqgan_imagenet_f16_1024": dict(
+        ddconfig=dict(double_z=False, z_channels=256, resolution=256, in_channels=3, out_ch=3, ch=128,
+                      ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(16,), dropout=0.0),
+        n_embed=1024, embed_dim=256),
+    # Lesson sizes, f=4 (32 px -> 8x8 latent). Lesson 3 uses tiny (quick, cpu) and small (gpu); base is for a
+    # bigger GPU (64 px).
+    "tiny": dict(
+        ddconfig=dict(double_z=False, z_channels=32, resolution=32, in_channels=3, out_ch=3, ch=32,
+                      ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0),
+        n_embed=128, embed_dim=32),
+    "small": dict(
+        ddconfig=dict(double_z=False, z_channels=64, resolution=32, in_channels=3, out_ch=3, ch=64,
+                      ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0),
+        n_embed=256, embed_dim=64),
+    "base": dict(
+        ddconfig=dict(double_z=False, z_channels=128, resolution=64, in_channels=3, out_ch=3, ch=128,
+                      ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.0),
+        n_embed=512, embed_dim=128),
+}
+
+# Weight-EMA copies some trainers store beside the model (SBER's ``model_ema.*``); never part of the model.
+EMA_PREFIXES = ("model_ema.", "ema_model.", "ema.")
+
+
+class VQGAN(nn.Module):
+    """Encoder -> quant_conv -> VectorQuantizer -> post_quant_conv -> Decoder.
+
+    Args:
+        ddconfig: taming's encoder/decoder config (``ch``, ``ch_mult``, ``num_res_blocks``,
+            ``attn_resolutions``, ``z_channels``, ``resolution``, ``in_channels``, ``out_ch``, ``double_z``
+            (must be False), ``dropout``).
+        n_embed: codebook size K.  embed_dim: code dimension D (the quantizer works on D channels).
+        legacy: taming's loss convention (β on the codebook term, the official default); ``False`` puts β on
+            the commitment term as in the VQ-VAE paper. The forward value is (1 + β)·MSE either way.
+        beta: the commitment weight β.  groups: multichannel quantization (MoVQ): D splits into ``groups``
+            contiguous channel groups that share one codebook of (K, D / groups); indices get a last axis G.
+        quantizer: use this module instead (e.g. Lesson 2's ``EMAVectorQuantizer``); it must map
+            (B, D, h, w) -> (z_q, loss, indices) and provide ``get_codebook_entry(indices)``.
+    """
+
+    def __init__(self, ddconfig: dict[str, Any], n_embed: int, embed_dim: int, legacy: bool = False,
+                 beta: float = 0.25, groups: int = 1, quantizer: nn.Module | None = None):
+        super().__init__()
+        if ddconfig.get("double_z", False):
+            raise ValueError("VQGAN needs ddconfig['double_z'] = False (double_z doubles the encoder output "
+                             "for a Gaussian VAE posterior); set it to False")
+        z_channels = ddconfig["z_channels"]
+        self.ddconfig, self.n_embed, self.embed_dim = dict(ddconfig), n_embed, embed_dim
+        # Registration order = state-dict order: encoder, decoder, quantize, quant_conv, post_quant_conv.
+        self.encoder = Encoder(**ddconfig)
+        self.decoder = Decoder(**ddconfig, norm=self._decoder_norm(embed_dim))
+        self.quantize = quantizer if quantizer is not None else VectorQuantizer(
+            n_embed, embed_dim, beta=beta, legacy=legacy, groups=groups)
+        self.quant_conv = nn.Conv2d(z_channels, embed_dim, kernel_size=1)
+        self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, kernel_size=1)
+
+    @staticmethod
+    def _decoder_norm(embed_dim: int) -> NormFactory:
+        """The decoder's norm factory: plain GroupNorm for VQGAN (MoVQ overrides it with SpatialNorm)."""
+        return Normalize
+
+    @property
+    def downsample_factor(self) -> int:
+        """f: an H×W image becomes an (H/f)×(W/f) grid of codes."""
+        return self.encoder.downsample_factor
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """``decoder.conv_out.weight``: where the loss measures gradient norms for the adaptive GAN weight."""
+        return self.decoder.conv_out.weight
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, C, H, W) in [-1, 1] -> quant (B, D, H/f, W/f), codebook_loss (scalar), indices (B, H/f, W/f)
+        (or (B, H/f, W/f, G) with ``groups=G``)."""
+        check_images(x, channels=self.encoder.in_channels, multiple_of=self.downsample_factor, name="x")
+        # h = quant_conv(E(x)); (z_q, L_VQ, idx) = Q(h)
+        h = self.quant_conv(self.encoder(x))  # (B, D, h, w)
+        # Nearest-code search and the codebook loss in fp32 even under AMP: fp16 distances tie and overflow.
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            quant, codebook_loss, indices = self.quantize(h.float())
+        return quant, codebook_loss, indices
+
+    def decode(self, quant: torch.Tensor) -> torch.Tensor:
+        """quant (B, D, h, w) -> x̂ = decoder(post_quant_conv(quant)), (B, out_ch, h·f, w·f), not clamped."""
+        self._check_quant(quant)
+        return self.decoder(self.post_quant_conv(quant))
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """Code indices (B, h, w) — or (B, h, w, G) with multichannel quantization — -> images (B, C, h·f, w·f).
+
+        Works for any batch size and grid (the official ``decode_code`` helpers hard-code one shape)."""
+        if not isinstance(indices, torch.Tensor) or indices.dtype not in (torch.int64, torch.int32):
+            raise ValueError("indices must be an integer tensor (B, h, w) or (B, h, w, G) as returned by encode()")
+        return self.decode(self.quantize.get_codebook_entry(indices.long()))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, C, H, W) in [-1, 1] -> (x̂ (B, C, H, W), codebook_loss)."""
+        quant, codebook_loss, _ = self.encode(x)
+        return self.decode(quant), codebook_loss
+
+    def _check_quant(self, quant: torch.Tensor) -> None:
+        if not isinstance(quant, torch.Tensor) or quant.ndim != 4 or quant.shape[1] != self.embed_dim:
+            got = tuple(quant.shape) if isinstance(quant, torch.Tensor) else type(quant).__name__
+            raise ValueError(f"quant must have shape (B, {self.embed_dim}, h, w) (embed_dim={self.embed_dim}), "
+                             f"got {got}; pass the first output of encode()")
+
+    # ------------------------------------------------------------------ construction and loading
+    @classmethod
+    def from_config(cls, name: str | dict[str, Any], **overrides: Any) -> "VQGAN":
+        """Build a named configuration from this class's module ``CONFIGS`` (or a config dict, as saved by
+        :meth:`save`); keyword arguments override it (e.g. ``groups=4`` or ``n_embed=512``)."""
+        cfg = copy.deepcopy(name) if isinstance(name, dict) else cls._config(name)
+        return cls(**{**cfg, **overrides})
+
+    @classmethod
+    def _configs(cls) -> dict[str, dict[str, Any]]:
+        """The named configurations this class knows."""
+        return CONFIGS
+
+    @classmethod
+    def _config(cls, name: str) -> dict[str, Any]:
+        configs = cls._configs()
+        if name not in configs:
+            raise ValueError(f"unknown config {name!r}; expected one of {', '.join(configs)}")
+        return copy.deepcopy(configs[name])
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, config: str | dict[str, Any] = "vqgan_imagenet_f16_1024",
+                        legacy: bool = True, **overrides: Any) -> "VQGAN":
+        """Load a taming-transformers Lightning checkpoint (``{"state_dict": ...}``), e.g. the released
+        ``vqgan_imagenet_f16_1024`` ``last.ckpt``. ``config`` is a name in ``CONFIGS`` or a dict with
+        ``ddconfig``, ``n_embed`` and ``embed_dim`` (taming keeps it in a separate .yaml file).
+
+        The file is read with ``weights_only=True``; ``loss.*`` (LPIPS, discriminator) entries are dropped and
+        the rest must match this model exactly (``strict=True``). ``legacy=True`` keeps taming's loss numbers."""
+        cfg = cls._config(config) if isinstance(config, str) else copy.deepcopy(config)
+        model = cls(**{**cfg, "legacy": legacy, **overrides})
+        hint = ("download a taming-transformers VQGAN checkpoint (e.g. vqgan_imagenet_f16_1024's last.ckpt) "
+                "and pass its path")
+        load_official_weights(model, path, hint=hint)
+        return model.eval()
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this model (with the default quantizer)."""
+        q = self.quantize
+        return dict(ddconfig=copy.deepcopy(self.ddconfig), n_embed=self.n_embed, embed_dim=self.embed_dim,
+                    groups=getattr(q, "groups", 1), legacy=getattr(q, "legacy", False), beta=getattr(q, "beta", 0.25))
+
+    def save(self, path: str | os.PathLike, **extra: Any) -> Path:
+        """Atomically save ``{"class": class name, "config": config(), "groups": G, "model": state_dict, **extra}``
+        (``extra``: e.g. the dataset and image size). :meth:`from_checkpoint` rebuilds the model from it, and so
+        does ``from_config(state["config"])`` + ``load_state_dict(state["model"])``."""
+        state = {"class": type(self).__name__, "config": self.config(), "groups": self.config()["groups"],
+                 "model": self.state_dict(), **extra}
+        return save_checkpoint(state, path)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "VQGAN":
+        """Rebuild a model written by :meth:`save` (``weights_only=True``), e.g. Lesson 4's ``lesson4_movq.pt``."""
+        state = load_checkpoint(path, map_location=map_location)
+        if state.get("class") != cls.__name__ or not isinstance(state.get("config"), dict):
+            raise ValueError(f"{path} holds {state.get('class', 'no saved model')!r}, expected a {cls.__name__} "
+                             f"written by {cls.__name__}.save(); use the matching class's from_checkpoint")
+        model = cls.from_config(state["config"])
+        model.load_state_dict(state["model"], strict=True)
+        return model
+
+    def summary(self, image_size: int | None = None, batch_size: int = 1, depth: int = 4, **kwargs: Any):
+        """Print and return a torchinfo layer table (input/output shapes, kernels, parameters), in the form of
+        the SBER-MoVQGAN model card. Runs one forward pass at ``image_size`` (default: ``resolution``)."""
+        try:
+            import torchinfo
+        except ImportError as e:
+            raise ImportError("summary() needs torchinfo: pip install torchinfo "
+                              "(or pip install 'minimovq[dev]')") from e
+        size = image_size or self.ddconfig["resolution"]
+        device = next(self.parameters()).device
+        kwargs.setdefault("col_names", ("input_size", "output_size", "kernel_size", "num_params"))
+        return torchinfo.summary(self, input_size=(batch_size, self.encoder.in_channels, size, size),
+                                 depth=depth, device=device, **kwargs)
+
+
+def from_config(name: str, **overrides: Any) -> VQGAN:
+    """``VQGAN.from_config(name, **overrides)``."""
+    return VQGAN.from_config(name, **overrides)
+
+
+def read_state_dict(path: str | os.PathLike, drop_prefixes: Iterable[str] = ("loss.",) + EMA_PREFIXES,
+                    hint: str = "check the path") -> dict[str, torch.Tensor]:
+    """Read a (Lightning or plain) checkpoint with ``weights_only=True`` and return its model tensors, without
+    the entries whose key starts with one of ``drop_prefixes``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}: {hint}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"could not read {path} with torch.load(weights_only=True) "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); the file is corrupt, "
+                              "truncated, or not a PyTorch checkpoint") from e
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # Lightning wraps the weights
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, expected a state dict")
+    drop = tuple(drop_prefixes)
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and not k.startswith(drop)}
+
+
+def load_official_weights(model: nn.Module, path: str | os.PathLike, hint: str = "check the path") -> None:
+    """Load a released checkpoint into ``model`` strictly, after dropping loss and weight-EMA entries.
+
+    Raises ``ValueError`` listing missing, unexpected and mis-shaped keys when the file does not match the
+    model's configuration."""
+    sd = read_state_dict(path, hint=hint)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in own.items() if k in sd and sd[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        def show(xs: list[str]) -> str:
+            return ", ".join(xs[:5]) + (f" (+{len(xs) - 5} more)" if len(xs) > 5 else "") if xs else "none"
+        raise ValueError(f"{path} does not match this {type(model).__name__} configuration — missing keys: "
+                         f"{show(missing)}; unexpected keys: {show(unexpected)}; shape mismatches: "
+                         f"{show(shapes)}. Build the model with the config the checkpoint was trained with.")
+    model.load_state_dict(sd, strict=True)
