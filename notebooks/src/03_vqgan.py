@@ -433,6 +433,13 @@ viz.zoom_crops({"input": x_test, **recons}, box=(half // 2, half // 2, half), in
 # zoomed crops at least as much as any single number. Real VQGAN training runs for hundreds of thousands of steps
 # (taming starts the discriminator at step 250,001); at lesson budgets the GAN has little time to act, so expect
 # modest differences in the `cpu` profile and clearer ones in the `gpu` profile.
+#
+# **More sharpness is not always better.** The sharpness column compares a reconstruction's high-frequency energy
+# with the input's, so 100% is the target. Far above 100% means the decoder *invents* detail: noise, ringing at the
+# borders, false texture. On the `cpu` profile's 400 steps this is what the GAN arm does (we measured about 230% with
+# visible border artifacts, and 2.6 dB lower PSNR): the discriminator pushes for high frequencies before the
+# autoencoder can place them correctly. It is the same failure as in section 7, only milder. Longer training (the
+# `gpu` profile) and a later `disc_start` are the remedies.
 
 # %%
 gan = histories["L1+LPIPS+GAN"]

@@ -33,6 +33,7 @@
 # `data/cache/`).
 
 # %%
+import hashlib
 import math
 import time
 import matplotlib.pyplot as plt
@@ -98,6 +99,9 @@ def load_or_train_tokenizer():
 
 
 movq, DATASET, IMAGE_SIZE = load_or_train_tokenizer()
+# A fingerprint of the tokenizer's codebook: the priors' checkpoints carry it in their name, so retraining Lesson 4
+# never resumes a prior that learned another tokenizer's tokens.
+TOKENIZER_ID = hashlib.sha1(movq.quantize.embedding.weight.detach().float().cpu().numpy().tobytes()).hexdigest()[:8]
 K, G = movq.n_embed, movq.quantize.groups
 train_set = data.load(DATASET, split="train", image_size=IMAGE_SIZE, n=N_TRAIN, labels=True)
 test_set = data.load(DATASET, split="test", image_size=IMAGE_SIZE, n=N_TEST, labels=True)
@@ -219,7 +223,7 @@ def make_prior(causal):
 def train_prior(model, step_fn, name):
     opt, sched = make_optimizer(model, lr=LR, warmup=max(1, STEPS // 20), total_steps=STEPS)
     trainer = Trainer(model, {"loss": opt}, schedulers={"loss": sched}, device=P.device, amp=P.amp,
-                      ckpt_path=run_checkpoint(f"05_maskgit-{name}-{DATASET}-d{DIM}x{DEPTH}-s{STEPS}"))
+                      ckpt_path=run_checkpoint(f"05_maskgit-{name}-{DATASET}-{TOKENIZER_ID}-d{DIM}x{DEPTH}-s{STEPS}"))
     history = trainer.fit(token_loader, lambda batch, step: step_fn(trainer, *batch), steps=STEPS, desc=name)
     tokens_per_s = STEPS * BATCH * N_POS / max(history.seconds, 1e-9)
     print(f"{name}: {count_parameters(model):,} parameters, {history.seconds:.1f} s, "
