@@ -15,6 +15,8 @@ PY := $(ENV_DIR)/bin/python
 STAMP := $(ENV_DIR)/.minimovq-installed
 PIP_EXTRA := $(if $(TORCH_CPU),--extra-index-url https://download.pytorch.org/whl/cpu,)
 JOBS ?= 2
+# Jupyter refuses to start as root (common in containers) unless told it may.
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: lab test setup notebooks check-notebooks unit nbtest bench clean help
 help:
@@ -35,7 +37,7 @@ $(STAMP): pyproject.toml | $(ENV_DIR)/bin/python
 setup: $(STAMP)
 
 lab: setup
-	$(PY) -m jupyter lab notebooks/
+	$(PY) -m jupyter lab $(LAB_FLAGS) notebooks/
 
 # Unit tests and all ten notebooks (student + solution of every lesson) in the quick profile, two workers.
 test: setup
