@@ -342,16 +342,19 @@ viz.interactive(show_step, step=(1, T, 1, T));
 
 # %%
 class FeatureNet(nn.Module):
-    """A small classifier; ``features`` is its 64-d penultimate layer."""
+    """A small classifier; ``features`` is its 128-d penultimate layer.
 
-    def __init__(self, num_classes):
+    The first layer keeps full resolution: the shapes are only a few pixels wide at 32 px, and a stride-2 first
+    layer loses the corners that tell a square from a circle (a 3-layer strided net reached 40% test accuracy,
+    this one about 70%: 5 classes, so chance is 20%)."""
+
+    def __init__(self, num_classes, w=32):
         super().__init__()
+        block = lambda cin, cout, stride: [nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(8, cout), nn.SiLU()]  # noqa: E731
         self.body = nn.Sequential(
-            nn.Conv2d(3, 32, 3, 2, 1), nn.GroupNorm(8, 32), nn.SiLU(),
-            nn.Conv2d(32, 64, 3, 2, 1), nn.GroupNorm(8, 64), nn.SiLU(),
-            nn.Conv2d(64, 64, 3, 2, 1), nn.GroupNorm(8, 64), nn.SiLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.classify = nn.Linear(64, num_classes)
+            *block(3, w, 1), *block(w, 2 * w, 2), *block(2 * w, 2 * w, 1), *block(2 * w, 4 * w, 2),
+            *block(4 * w, 4 * w, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classify = nn.Linear(4 * w, num_classes)
 
     def features(self, x):
         return self.body(x)
@@ -365,7 +368,7 @@ feature_net = FeatureNet(NUM_CLASSES).to(P.device)
 image_loader = data.make_loader(train_set, batch_size=64, shuffle=True)
 Trainer(feature_net, {"loss": torch.optim.Adam(feature_net.parameters(), lr=2e-3)}, device=P.device).fit(
     image_loader, lambda b, step: {"loss": F.cross_entropy(feature_net(b[0]), b[1])},
-    steps=P.pick(quick=30, cpu=800, gpu=2000), desc="feature net")
+    steps=P.pick(quick=30, cpu=1500, gpu=3000), desc="feature net")
 feature_net.eval()
 
 
