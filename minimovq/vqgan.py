@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from .blocks import Decoder, Encoder, NormFactory, Normalize
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, unwrap_state_dict
 from .quantize import VectorQuantizer
 from .validate import check_images
 
@@ -223,18 +223,7 @@ def read_state_dict(path: str | os.PathLike, drop_prefixes: Iterable[str] = ("lo
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}: {hint}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"could not read {path} with torch.load(weights_only=True) "
-                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); the file is corrupt, "
-                              "truncated, or not a PyTorch checkpoint") from e
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]  # Lightning wraps the weights
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, expected a state dict")
-    drop = tuple(drop_prefixes)
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and not k.startswith(drop)}
+    return unwrap_state_dict(load_checkpoint(path), drop_prefixes=tuple(drop_prefixes))
 
 
 def load_official_weights(model: nn.Module, path: str | os.PathLike, hint: str = "check the path") -> None:
