@@ -28,3 +28,25 @@ def test_evaluate_over_split():
     out = evaluate_reconstruction(lambda x: x, data)
     assert out["n"] == 12 and out["mse"] == 0 and out["ssim"] == pytest.approx(1.0, abs=1e-5)
     assert "psnr" in format_table({"identity": out})
+
+
+def test_high_frequency_energy_is_zero_on_flat_images_and_per_image():
+    from minimovq.metrics import high_frequency_energy
+
+    flat = torch.full((2, 3, 8, 8), 0.3)
+    assert torch.allclose(high_frequency_energy(flat), torch.zeros(2), atol=1e-7)
+    checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2.0 - 1  # ±1 checkerboard
+    x = torch.stack([flat[0], checker.expand(3, 8, 8)])
+    hf = high_frequency_energy(x)
+    assert hf.shape == (2,) and hf[0] < 1e-10 and hf[1] > 0.5
+
+
+def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
+    from minimovq.metrics import frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(20000, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(20000, 3, generator=g, dtype=torch.float64) * 2 + 1  # σ = 2, μ = 1
+    # ‖μ1 − μ2‖² + Σ (σ1² + σ2² − 2 σ1 σ2) = 3·1 + 3·(1 + 4 − 4) = 6
+    assert frechet_distance(a, b) == pytest.approx(6.0, rel=0.05)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)

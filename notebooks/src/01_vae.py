@@ -32,7 +32,7 @@ import time
 import matplotlib.pyplot as plt
 import torch.nn.functional as F
 from minimovq import data, viz
-from minimovq.metrics import evaluate_reconstruction, format_table
+from minimovq.metrics import evaluate_reconstruction, format_table, high_frequency_energy
 from minimovq.checkpoint import run_checkpoint
 from minimovq.train import Trainer, count_parameters
 from minimovq.vae import VAE
@@ -258,11 +258,8 @@ viz.compare_grid({"input": x_test, **recs, **samps}, n=8);
 # high-frequency energy (the image minus a 3×3 box blur) that survives in the reconstruction.
 
 # %%
-def high_freq_energy(x):
-    return (x - F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)).pow(2).mean().item()
-
 x_hat = reconstruct(vae, x_test).clamp(-1, 1)
-ratio = high_freq_energy(x_hat) / high_freq_energy(x_test)
+ratio = (high_frequency_energy(x_hat).mean() / high_frequency_energy(x_test).mean()).item()
 print(f"high-frequency energy kept by the VAE: {100 * ratio:.0f}% of the input's")
 viz.zoom_crops({"input": x_test, "VAE": x_hat}, box=(4, 4, IMAGE_SIZE // 2), index=0);
 print(f"lesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' profile")

@@ -44,7 +44,7 @@ from minimovq.checkpoint import run_checkpoint
 from minimovq.discriminator import NLayerDiscriminator
 from minimovq.losses import VQGANLoss
 from minimovq.lpips import LPIPS
-from minimovq.metrics import evaluate_reconstruction, format_table, psnr
+from minimovq.metrics import evaluate_reconstruction, format_table, high_frequency_energy, psnr
 from minimovq.train import Trainer, count_parameters
 from minimovq.vqgan import VQGAN
 
@@ -66,7 +66,7 @@ test_set = data.load(DATASET, split="test", image_size=IMAGE_SIZE, n=N_TEST)
 train_loader = data.make_loader(train_set, batch_size=BATCH, shuffle=True)
 test_loader = data.make_loader(test_set, batch_size=64, shuffle=False)
 x_test = torch.stack([test_set[i] for i in range(16)]).to(P.device)
-hf = (x_test - F.avg_pool2d(x_test, 3, 1, 1, count_include_pad=False)).pow(2).flatten(1).mean(1)
+hf = high_frequency_energy(x_test)  # (16,): the image minus its 3×3 box blur, squared
 busiest = hf.argmax().item()          # the most textured test image: we zoom into it below
 print(f"{DATASET}: {len(train_set)} train / {len(test_set)} test images of shape {tuple(train_set[0].shape)}")
 viz.show_grid(x_test, nrow=8, title=f"{DATASET}: test images");
@@ -399,14 +399,11 @@ for name, loss_fn in arms.items():
 # box blur) that survives in the reconstruction.
 
 # %%
-def high_freq_energy(x):
-    return (x - F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)).pow(2).mean().item()
-
 @torch.no_grad()
 def sharpness(model):
     xs = torch.cat([b.to(P.device) for b in test_loader])
     rec = torch.cat([model(b)[0].float().clamp(-1, 1) for b in xs.split(64)])
-    return 100 * high_freq_energy(rec) / high_freq_energy(xs)
+    return 100 * (high_frequency_energy(rec).mean() / high_frequency_energy(xs).mean()).item()
 
 results = {}
 for name, model in models.items():

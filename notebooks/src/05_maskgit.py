@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from minimovq import data, viz
 from minimovq.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, run_checkpoint
 from minimovq.maskgit import MaskGIT, make_optimizer, prior_loss
-from minimovq.metrics import format_table
+from minimovq.metrics import format_table, frechet_distance  # FID's formula, in our own feature space
 from minimovq.movq import MoVQ
 from minimovq.sampling import sample, sample_autoregressive, tokenize_dataset
 from minimovq.train import Trainer, count_parameters
@@ -375,17 +375,6 @@ feature_net.eval()
 @torch.no_grad()
 def features(images):
     return torch.cat([feature_net.features(x.to(P.device)).double().cpu() for x in images.split(256)])
-
-
-def frechet_distance(f1, f2):
-    """Fréchet distance between Gaussians fitted to feature sets f1 (n1, d) and f2 (n2, d)."""
-    mu1, mu2 = f1.mean(0), f2.mean(0)
-    s1, s2 = torch.cov(f1.T), torch.cov(f2.T)
-    # Tr((Σ1 Σ2)^½) = Σ √λ(Σ1^½ Σ2 Σ1^½), a symmetric matrix with the same eigenvalues
-    vals, vecs = torch.linalg.eigh(s1)
-    root1 = vecs @ torch.diag(vals.clamp(min=0).sqrt()) @ vecs.T
-    tr_sqrt = torch.linalg.eigvalsh(root1 @ s2 @ root1).clamp(min=0).sqrt().sum()
-    return ((mu1 - mu2).pow(2).sum() + s1.trace() + s2.trace() - 2 * tr_sqrt).item()
 
 
 real_images = torch.stack([train_set[i][0] for i in range(min(len(train_set), max(N_EVAL, 1000)))])
