@@ -7,7 +7,8 @@
 Names (``DATASETS``):
 
 - ``shapes``: procedural gradients, shapes and textures (``minimovq.shapes``); offline, any size, labelled by
-  the dominant shape class (``SHAPES_CLASSES``).
+  the dominant shape class (``SHAPES_CLASSES``). ``shapes-single``: the labelled variant, one large object per
+  image labelled by its class (for class-conditional generation).
 - ``photos``: deterministic random crops of seven public-domain / CC0 photos in ``data/photos/`` (see
   ``data/SOURCES.md``). Train crops come from the left 75% of each photo, test crops from the right 25%, so
   the splits never share a pixel. The crops are 0.5-1x the test strip's width (56-128 source pixels), so
@@ -44,8 +45,8 @@ from .shapes import SHAPES_CLASSES, ShapesDataset, image_keys, uniform
 __all__ = ["load", "make_loader", "default_num_workers", "data_dir", "DatasetUnavailableError",
            "DATASETS", "OFFLINE_DATASETS", "SHAPES_CLASSES", "PhotoCrops"]
 
-DATASETS = ("shapes", "photos", "mnist", "fashion_mnist", "cifar10", "flowers102", "celeba", "folder:<path>")
-OFFLINE_DATASETS = ("shapes", "photos", "folder:<path>")
+DATASETS = ("shapes", "shapes-single", "photos", "mnist", "fashion_mnist", "cifar10", "flowers102", "celeba", "folder:<path>")
+OFFLINE_DATASETS = ("shapes", "shapes-single", "photos", "folder:<path>")
 DEFAULT_N = {"train": 10_000, "test": 1_000}          # for the generated sets (shapes, photos)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 PHOTO_TEST_FRACTION = 0.25                             # the right quarter of every photo is the test region
@@ -98,8 +99,9 @@ def load(name: str, split: str = "train", image_size: int = 32, n: int | None = 
     if n is not None and n < 1:
         raise ValueError(f"n must be a positive number of images (or None), got {n}")
     key = name.lower() if isinstance(name, str) and not name.startswith("folder:") else name
-    if key == "shapes":
-        return ShapesDataset(n=n or DEFAULT_N[split], image_size=image_size, split=split, seed=seed, labels=labels)
+    if key in ("shapes", "shapes-single"):
+        return ShapesDataset(n=n or DEFAULT_N[split], image_size=image_size, split=split, seed=seed, labels=labels,
+                             single=key == "shapes-single")
     if key == "photos":
         folder = Path(root) if root is not None else data_dir() / "photos"
         return PhotoCrops(folder, split, image_size, n or DEFAULT_N[split], seed=seed, labels=labels)

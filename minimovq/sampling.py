@@ -6,6 +6,11 @@ MaskGIT (Chang 2022, §3.2) fills an all-[MASK] grid in T steps. At step t (0-ba
   2. confidence = log p(sampled token) + τ·(1 − ratio)·Gumbel noise; fixed tokens get +∞;
   3. re-mask the n = ⌊γ(ratio)·N⌋ least confident (at least 1, fewer than are masked now).
 After step T−1 every token is fixed. T forward passes replace the N (= h·w) of an autoregressive prior.
+
+Both samplers take ``guidance`` w, classifier-free guidance (Ho & Salimans 2022; Muse uses it for a
+masked prior): with a class-conditional model trained with label dropout (``prior_loss(label_drop=0.1)``),
+the logits become ℓ = ℓ(x | c) + w·(ℓ(x | c) − ℓ(x | ∅)), which sharpens samples towards their class at
+the cost of diversity and of a second (batched) forward pass. w = 0 is plain conditional sampling.
 """
 from __future__ import annotations
 
@@ -36,6 +41,30 @@ def select_to_remask(confidence, n):
     return ranks < n[:, None]
 
 
+def _guided_labels(model, labels, batch_size, guidance, device):
+    """Labels (B,) for a guided pass, or None when ``guidance`` is 0; checks that guidance can apply."""
+    if not guidance:
+        return None
+    if model.num_classes is None or labels is None:
+        raise ValueError("guidance needs a class-conditional model (num_classes=C, trained with label_drop > 0) "
+                         "and labels; pass guidance=0 for unconditional sampling.")
+    return torch.as_tensor(labels, device=device).long().reshape(-1).expand(batch_size)
+
+
+def _guide(logits, guidance):
+    """(2B, ...) logits of [conditional; unconditional] -> (B, ...) ℓ_c + w·(ℓ_c − ℓ_u)."""
+    cond, uncond = logits.float().chunk(2)
+    return cond + guidance * (cond - uncond)
+
+
+def _logits(model, tokens, labels, guided, guidance):
+    """Logits for a batch, with classifier-free guidance when ``guided`` holds the labels (B,)."""
+    if guided is None:
+        return model(tokens, labels).float()
+    null = torch.full_like(guided, model.num_classes)
+    return _guide(model(torch.cat([tokens, tokens]), torch.cat([guided, null])), guidance)
+
+
 def _as_grid(model, flat):
     """(..., N, G) -> (..., h, w) when G = 1, else (..., h, w, G)."""
     h, w = model.grid_size
@@ -45,7 +74,7 @@ def _as_grid(model, flat):
 
 @torch.no_grad()
 def sample(model, batch_size, steps=8, temperature=4.5, labels=None, tokens=None, return_history=False,
-           generator=None, device=None):
+           generator=None, device=None, guidance=0.0):
     """MaskGIT iterative decoding (facts §8).
 
     Args:
@@ -60,6 +89,8 @@ def sample(model, batch_size, steps=8, temperature=4.5, labels=None, tokens=None
         return_history: also return {"tokens": (T, B, h, w[, G]) the grid after each step, with mask_id
             where still masked, "prediction": (T, B, h, w[, G]) the full sampled grid at each step}.
         generator: a torch.Generator on ``device`` for reproducible samples.
+        guidance: w, the classifier-free guidance scale (0: none; needs labels and a model trained
+            with label dropout). Each step then runs one forward pass on a doubled batch.
 
     Returns tokens (B, h, w) or (B, h, w, G), and the history when asked.
     """
@@ -76,11 +107,12 @@ def sample(model, batch_size, steps=8, temperature=4.5, labels=None, tokens=None
     unknown = (cur == model.mask_id).any(-1)  # (B, N): a position is masked as a whole
     cur[unknown] = model.mask_id
     n_start = unknown.sum(-1)  # (B,) tokens to generate per row
+    guided = _guided_labels(model, labels, batch_size, guidance, device)
     history = {"tokens": [], "prediction": []}
     was_training = model.training
     model.eval()
     for t in range(steps):
-        logp = model(cur, labels).float().log_softmax(-1)  # (B, N, G, K)
+        logp = _logits(model, cur, labels, guided, guidance).log_softmax(-1)  # (B, N, G, K)
         # 1. sample every position (Gumbel-max = a categorical draw); keep the fixed ones
         drawn = (logp + gumbel_noise(logp.shape, generator, device)).argmax(-1)  # (B, N, G)
         drawn = torch.where(unknown[..., None], drawn, cur)
@@ -111,13 +143,14 @@ def sample(model, batch_size, steps=8, temperature=4.5, labels=None, tokens=None
 
 @torch.no_grad()
 def sample_autoregressive(model, batch_size, temperature=1.0, top_k=None, labels=None, generator=None,
-                          use_cache=True, device=None):
+                          use_cache=True, device=None, guidance=0.0):
     """Raster-order sampling from a ``causal=True`` model: N sequential forward passes.
 
     With ``use_cache`` every step feeds only the newest token and reuses the cached keys/values of the
     earlier ones (the fair baseline); without it every step re-runs the whole prefix. At each position
     the logits are divided by ``temperature`` (0 = greedy) and, with ``top_k``, cut to the k most likely
-    codes before the draw. Returns tokens (B, h, w) or (B, h, w, G).
+    codes before the draw. ``guidance`` is classifier-free guidance, as in ``sample`` (the cache then
+    holds the conditional and the unconditional rows). Returns tokens (B, h, w) or (B, h, w, G).
     """
     if not model.causal:
         raise ValueError("sample_autoregressive needs MaskGIT(..., causal=True); use sample() for MaskGIT.")
@@ -126,13 +159,18 @@ def sample_autoregressive(model, batch_size, temperature=1.0, top_k=None, labels
     out = torch.zeros(batch_size, N, G, dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
-    cache = model.new_cache(batch_size, device=device) if use_cache else None
+    guided = _guided_labels(model, labels, batch_size, guidance, device)
+    rows = 1 if guided is None else 2  # guided: [conditional; unconditional] rows share one pass
+    if guided is not None:
+        labels = torch.cat([guided, torch.full_like(guided, model.num_classes)])
+    cache = model.new_cache(rows * batch_size, device=device) if use_cache else None
     for i in range(N):
         if use_cache:
-            logits = model.decode_step(out[:, i - 1] if i else None, cache, labels)  # (B, G, K)
+            prev = out[:, i - 1].repeat(rows, 1) if i else None
+            logits = model.decode_step(prev, cache, labels)  # (rows·B, G, K)
         else:
-            logits = model(out[:, : i + 1], labels)[:, i]  # out[:, i] itself is not an input
-        logits = logits.float()
+            logits = model(out[:, : i + 1].repeat(rows, 1, 1), labels)[:, i]  # out[:, i] is not an input
+        logits = logits.float() if guided is None else _guide(logits, guidance)
         if top_k is not None:
             kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))

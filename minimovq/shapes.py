@@ -131,8 +131,12 @@ def _lerp2d(corners: torch.Tensor, size: int) -> torch.Tensor:
     return top[:, :, None, :] + (bottom - top)[:, :, None, :] * w[:, None]            # (N, C, S, S)
 
 
-def sample_scenes(keys: torch.Tensor) -> dict[str, torch.Tensor]:
+def sample_scenes(keys: torch.Tensor, single: bool = False) -> dict[str, torch.Tensor]:
     """Describe one scene per key (N,), in image units (the image is the unit square, x right, y down).
+
+    ``single``: the labelled variant, one large object per image (radius 0.22-0.36 of the image width,
+    centred within 0.35-0.65), so that the label is what the image shows; the background, colours and
+    textures follow the same rules.
 
     Returns tensors: ``corners`` (N, 3, 2, 2) background corner colours; per object slot (N, K): ``active``
     (the first 1..K slots are drawn, slot 0 at the back), ``cls`` (index into SHAPES_CLASSES), ``cx``, ``cy``,
@@ -151,12 +155,14 @@ def sample_scenes(keys: torch.Tensor) -> dict[str, torch.Tensor]:
     count = 1 + (uniform(keys, 3, 1)[:, 0] * K).long().clamp(max=K - 1)                # (N,)
     o = uniform(keys, 4, 10, K)                                                        # (N, 10, K)
     hue = o[:, 5]
+    # (offset, span) of the centre and the radius: the single variant draws one big, central object
+    (c0, cs), (r0, rs) = ((0.35, 0.3), (0.22, 0.14)) if single else ((0.15, 0.7), (0.13, 0.19))
     return dict(
         corners=corners,
-        active=torch.arange(K)[None, :] < count[:, None],
+        active=torch.arange(K)[None, :] < (torch.ones_like(count) if single else count)[:, None],
         cls=(o[:, 0] * len(SHAPES_CLASSES)).long().clamp(max=len(SHAPES_CLASSES) - 1),
-        cx=0.15 + 0.7 * o[:, 1], cy=0.15 + 0.7 * o[:, 2],
-        radius=0.13 + 0.19 * o[:, 3],
+        cx=c0 + cs * o[:, 1], cy=c0 + cs * o[:, 2],
+        radius=r0 + rs * o[:, 3],
         angle=2 * math.pi * o[:, 4],
         color_a=hsv_to_rgb(hue, 0.55 + 0.45 * o[:, 6], 0.5 + 0.5 * o[:, 7]),
         color_b=hsv_to_rgb((hue + 0.4 + 0.2 * o[:, 8]) % 1.0, 0.3 + 0.7 * o[:, 6], 1.0 - 0.6 * o[:, 7]),
@@ -220,23 +226,28 @@ def render(scene: dict[str, torch.Tensor], size: int) -> tuple[torch.Tensor, tor
 class ShapesDataset(Dataset):
     """The ``shapes`` dataset: items are (3, S, S) float in [-1, 1], or (image, label) with ``labels=True``.
 
+    ``single=True`` is the labelled variant (``data.load("shapes-single")``): one large object per image,
+    so its label is a strong signal (for class-conditional generation); the default scenes hold 1-4
+    smaller objects and are labelled by the dominant one.
+
     Attributes: ``images`` (N, 3, S, S) uint8, ``labels`` (N,) int64 (the dominant class), ``classes``.
     """
 
     classes = SHAPES_CLASSES
 
     def __init__(self, n: int = 10_000, image_size: int = 32, split: str = "train", seed: int = 0,
-                 labels: bool = False):
+                 labels: bool = False, single: bool = False):
         if image_size < 8:
             raise ValueError(f"shapes needs image_size >= 8 pixels, got {image_size}")
         if n < 1:
             raise ValueError(f"n must be a positive number of images, got {n}")
         self.split, self.seed, self.image_size, self.return_labels = split, seed, image_size, labels
+        self.single = single
         keys = image_keys(seed, split, torch.arange(n))
         # Chunks of ~2**19 pixels keep the working set in cache and bound peak memory (K * chunk * S * S
         # floats); each image depends only on its own key, so the chunking never changes the result.
         chunk = max(8, min(256, 2**19 // image_size**2))
-        parts = [render(sample_scenes(keys[i:i + chunk]), image_size) for i in range(0, n, chunk)]
+        parts = [render(sample_scenes(keys[i:i + chunk], single), image_size) for i in range(0, n, chunk)]
         self.images = torch.cat([p[0] for p in parts])
         self.labels = torch.cat([p[1] for p in parts])
 
@@ -249,4 +260,4 @@ class ShapesDataset(Dataset):
 
     def __repr__(self) -> str:
         return (f"ShapesDataset(n={len(self)}, image_size={self.image_size}, split={self.split!r}, "
-                f"seed={self.seed}, labels={self.return_labels})")
+                f"seed={self.seed}, labels={self.return_labels}{', single=True' if self.single else ''})")

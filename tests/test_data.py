@@ -54,6 +54,20 @@ def test_shapes_labels():
     assert torch.equal(ds.images, data.load("shapes", n=300).images)   # labels do not change the images
 
 
+def test_shapes_single_variant_one_large_object_labelled_by_its_class():
+    from minimovq.shapes import image_keys, sample_scenes
+
+    ds = data.load("shapes-single", n=400, labels=True)
+    scenes = sample_scenes(image_keys(0, "train", torch.arange(400)), single=True)
+    assert (scenes["active"].sum(1) == 1).all()
+    assert torch.equal(ds.labels, scenes["cls"][:, 0])                      # the label is the one object's class
+    assert (torch.bincount(ds.labels, minlength=5) > 50).all()
+    assert scenes["radius"][:, 0].min() > sample_scenes(image_keys(0, "train", torch.arange(400)))["radius"].min()
+    assert not torch.equal(ds.images, data.load("shapes", n=400).images)
+    assert torch.equal(ds.images, data.load("shapes-single", n=400).images)   # deterministic
+    assert "single=True" in repr(ds) and "shapes-single" in data.OFFLINE_DATASETS
+
+
 def _scene(objects):
     """One hand-made scene: a black background and flat objects (class, cx, cy, radius, rgb), back to front."""
     K = len(objects)
@@ -134,7 +148,7 @@ def test_loader_workers(monkeypatch):
 
 
 def test_bad_names_and_arguments():
-    with pytest.raises(ValueError, match="shapes, photos, mnist.*folder:<path>"):
+    with pytest.raises(ValueError, match="shapes, shapes-single, photos, mnist.*folder:<path>"):
         data.load("imagenet")
     with pytest.raises(ValueError, match="'train' or 'test'"):
         data.load("shapes", split="val")
@@ -209,7 +223,7 @@ def test_failed_download_names_offline_datasets(tmp_path, monkeypatch):
     with pytest.raises(DatasetUnavailableError) as err:
         data.load("mnist", root=tmp_path, download=False)
     msg = str(err.value)
-    assert "shapes, photos, folder:<path>" in msg and "MNIST/raw" in msg and "download=False" in msg
+    assert "shapes, shapes-single, photos, folder:<path>" in msg and "MNIST/raw" in msg and "download=False" in msg
 
     def offline(self):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
@@ -217,7 +231,7 @@ def test_failed_download_names_offline_datasets(tmp_path, monkeypatch):
     monkeypatch.setattr(tvd.CIFAR10, "download", offline)
     with pytest.raises(DatasetUnavailableError, match="download failed.*URLError") as err:
         data.load("cifar10", root=tmp_path, download=True)
-    assert "cifar-10-batches-py" in str(err.value) and "shapes, photos" in str(err.value)
+    assert "cifar-10-batches-py" in str(err.value) and "shapes, shapes-single, photos" in str(err.value)
     monkeypatch.setenv("MINIMOVQ_OFFLINE", "1")                    # never even tries the network
     with pytest.raises(DatasetUnavailableError, match="MINIMOVQ_OFFLINE"):
         data.load("cifar10", root=tmp_path, download=True)

@@ -221,6 +221,53 @@ def test_sample_autoregressive_cache_agrees_with_no_cache():
         sample_autoregressive(tiny(), 1)
 
 
+def test_classifier_free_guidance_is_the_guided_draw():
+    """One step, T = 1: the sample is argmax(log_softmax(ℓ_c + w(ℓ_c − ℓ_u)) + Gumbel) with the same noise."""
+    from minimovq.sampling import gumbel_noise
+
+    m = tiny(groups=2, num_classes=3).eval()
+    labels, w = torch.tensor([2, 0]), 1.5
+    out = sample(m, 2, steps=1, labels=labels, guidance=w, generator=torch.Generator().manual_seed(0))
+    grid = torch.full((2, N, 2), m.mask_id)
+    with torch.no_grad():
+        cond, uncond = m(grid, labels), m(grid, torch.full((2,), 3))
+    guided = (cond + w * (cond - uncond)).log_softmax(-1)
+    noise = gumbel_noise(guided.shape, torch.Generator().manual_seed(0))
+    assert torch.equal(out.reshape(2, N, 2), (guided + noise).argmax(-1))
+    plain = sample(m, 2, steps=3, labels=labels, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(plain, sample(m, 2, steps=3, labels=labels, guidance=0.0,
+                                     generator=torch.Generator().manual_seed(1)))
+    with pytest.raises(ValueError, match="guidance needs"):
+        sample(tiny(), 1, guidance=2.0)
+    with pytest.raises(ValueError, match="guidance needs"):
+        sample(m, 1, guidance=2.0)                                      # no labels
+
+
+def test_guided_autoregressive_cache_agrees_with_no_cache_and_differs_from_unguided():
+    m = tiny(causal=True, num_classes=3)
+    kw = dict(labels=torch.tensor([1, 2, 0]), guidance=3.0)
+    a = sample_autoregressive(m, 3, generator=torch.Generator().manual_seed(0), **kw)
+    b = sample_autoregressive(m, 3, generator=torch.Generator().manual_seed(0), use_cache=False, **kw)
+    assert torch.equal(a, b)
+    greedy = lambda **k: sample_autoregressive(m, 3, temperature=0, labels=kw["labels"], **k)  # noqa: E731
+    before, plain = greedy(guidance=3.0), greedy()
+    with torch.no_grad():                                  # guidance reads the "no class" row; plain sampling does not
+        m.prefix_emb.weight[3] = 3.0 * torch.randn(m.dim, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(greedy(guidance=3.0), before) and torch.equal(greedy(), plain)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_label_drop_trains_the_no_class_embedding(causal):
+    """label_drop=1 sends every label to the "no class" row; label_drop=0 never touches it."""
+    m = tiny(causal=causal, num_classes=3)
+    labels = torch.tensor([0, 1, 2, 1])
+    for drop, trained in [(1.0, [3]), (0.0, [0, 1, 2])]:
+        m.zero_grad()
+        prior_loss(m, rand_tokens(4), labels, label_drop=drop)["loss"].backward()
+        has_grad = m.prefix_emb.weight.grad.abs().sum(1) > 0
+        assert has_grad.nonzero().flatten().tolist() == trained
+
+
 class FakeTokenizer(torch.nn.Module):
     """encode(x) -> (quant (B, C, h, w), loss, flat indices (B·h·w·G,)) like the VQ models."""
 

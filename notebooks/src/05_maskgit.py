@@ -17,7 +17,8 @@
 # 3. write the re-masking rule of the decoder (one exercise), and watch a grid being decoded step by step,
 # 4. measure sample quality against the number of steps T,
 # 5. race MaskGIT against an autoregressive prior of the same size and budget,
-# 6. generate class by class, and close the loop: image → MoVQ tokens → MaskGIT → image.
+# 6. generate class by class, with and without classifier-free guidance, and close the loop:
+#    image → MoVQ tokens → MaskGIT → image.
 #
 # Each exercise is followed by a check that says what differs and, until it passes, lends you the reference.
 
@@ -30,7 +31,9 @@
 # The tokenizer is the MoVQ that Lesson 4 saved (`lesson4_movq.pt` in `minimovq.checkpoint.checkpoint_dir()`);
 # without it, this notebook trains a small one first. `DATASET` must match what the tokenizer was trained on
 # (the checkpoint says which); switch to `"cifar10"` for a real labelled dataset (downloaded once into
-# `data/cache/`).
+# `data/cache/`). A tokenizer trained on `shapes` gets the prior trained on **`shapes-single`**, the labelled
+# variant of the same generator: one large object per image, so that the class label says what the image shows
+# (a `shapes` scene of up to four objects is labelled by its dominant one, too weak a signal for section 9).
 
 # %%
 import hashlib
@@ -58,6 +61,7 @@ N_EVAL = P.pick(quick=32, cpu=500, gpu=2000)          # samples per quality meas
 CHUNK = P.pick(quick=32, cpu=250, gpu=500)            # samples per sampler call (memory)
 TOKENIZER = P.pick(quick=("tiny", 32), cpu=("tiny", 32), gpu=("small", 64))  # config, px: as Lesson 4
 TOKENIZER_STEPS = P.pick(quick=4, cpu=1500, gpu=4000)  # these two only without Lesson 4's checkpoint
+LABEL_DROP = 0.1          # fraction of training labels replaced by "no class" (classifier-free guidance, section 9)
 t_lesson = time.perf_counter()
 
 # %% [markdown]
@@ -99,12 +103,13 @@ def load_or_train_tokenizer():
 
 
 movq, DATASET, IMAGE_SIZE = load_or_train_tokenizer()
+PRIOR_DATASET = "shapes-single" if DATASET == "shapes" else DATASET  # the labelled variant (see section 0)
 # A fingerprint of the tokenizer's codebook: the priors' checkpoints carry it in their name, so retraining Lesson 4
 # never resumes a prior that learned another tokenizer's tokens.
 TOKENIZER_ID = hashlib.sha1(movq.quantize.embedding.weight.detach().float().cpu().numpy().tobytes()).hexdigest()[:8]
 K, G = movq.n_embed, movq.quantize.groups
-train_set = data.load(DATASET, split="train", image_size=IMAGE_SIZE, n=N_TRAIN, labels=True)
-test_set = data.load(DATASET, split="test", image_size=IMAGE_SIZE, n=N_TEST, labels=True)
+train_set = data.load(PRIOR_DATASET, split="train", image_size=IMAGE_SIZE, n=N_TRAIN, labels=True)
+test_set = data.load(PRIOR_DATASET, split="test", image_size=IMAGE_SIZE, n=N_TEST, labels=True)
 
 
 @torch.no_grad()
@@ -118,7 +123,7 @@ train_tokens, train_labels = tokenize_dataset(movq, train_set, batch_size=128, d
 test_tokens, test_labels = tokenize_dataset(movq, test_set, batch_size=128, device=P.device)
 GRID = tuple(train_tokens.shape[1:3])
 NUM_CLASSES = int(train_labels.max()) + 1
-print(f"{len(train_tokens)} training images -> tokens {tuple(train_tokens.shape)} in "
+print(f"{len(train_tokens)} {PRIOR_DATASET} training images -> tokens {tuple(train_tokens.shape)} in "
       f"{time.perf_counter() - t0:.1f} s: a {GRID[0]}×{GRID[1]} grid, G={G} indices per position, K={K} codes, "
       f"{NUM_CLASSES} classes")
 x_test = torch.stack([test_set[i][0] for i in range(8)]).to(P.device)
@@ -207,7 +212,9 @@ fig.suptitle("training grids (colour = code index of group 0, grey = [MASK])");
 # one prefix token — the class embedding (classes make generation controllable, section 9). Learned position
 # embeddings; the `[MASK]` token has id $K$; the output is $G$ heads of $K$ logits per position. The training
 # step below uses *your* `mask_tokens`, on positions: a masked position hides all of its G tokens. The paper
-# trains with label smoothing 0.1 and AdamW with a linear warm-up (`make_optimizer`).
+# trains with label smoothing 0.1 and AdamW with a linear warm-up (`make_optimizer`). One more line: a random 10% of
+# the labels become the "no class" label (id `NUM_CLASSES`), so that the same network also learns the
+# *unconditional* distribution — section 9 uses both.
 
 # %%
 token_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train_tokens, train_labels),
@@ -223,7 +230,7 @@ def make_prior(causal):
 def train_prior(model, step_fn, name):
     opt, sched = make_optimizer(model, lr=LR, warmup=max(1, STEPS // 20), total_steps=STEPS)
     trainer = Trainer(model, {"loss": opt}, schedulers={"loss": sched}, device=P.device, amp=P.amp,
-                      ckpt_path=run_checkpoint(f"05_maskgit-{name}-{DATASET}-{TOKENIZER_ID}-d{DIM}x{DEPTH}-s{STEPS}"))
+                      ckpt_path=run_checkpoint(f"05_maskgit-{name}-{PRIOR_DATASET}-{TOKENIZER_ID}-d{DIM}x{DEPTH}-s{STEPS}"))
     history = trainer.fit(token_loader, lambda batch, step: step_fn(trainer, *batch), steps=STEPS, desc=name)
     tokens_per_s = STEPS * BATCH * N_POS / max(history.seconds, 1e-9)
     print(f"{name}: {count_parameters(model):,} parameters, {history.seconds:.1f} s, "
@@ -233,6 +240,7 @@ def train_prior(model, step_fn, name):
 
 def maskgit_step(trainer, tokens, labels):
     tokens = maskgit.flatten_tokens(tokens)                          # (B, N, G)
+    labels = labels.masked_fill(torch.rand(labels.shape, device=labels.device) < LABEL_DROP, NUM_CLASSES)
     _, mask = mask_tokens(tokens[..., 0], maskgit.mask_id)           # (B, N): which positions to hide
     masked = tokens.masked_fill(mask[..., None], maskgit.mask_id)    # all G tokens of a masked position
     with trainer.autocast():
@@ -333,7 +341,7 @@ viz.interactive(show_step, step=(1, T, 1, T));
 # fit a Gaussian to each set of features and take the Fréchet distance
 # $$d^2 = \|\mu_r - \mu_g\|^2 + \operatorname{Tr}\big(\Sigma_r + \Sigma_g - 2(\Sigma_r\Sigma_g)^{1/2}\big).$$
 # Inception's weights must be downloaded, and its features suit 299 px photos, not 32 px shapes. So every profile
-# reports a **Fréchet distance in the course's own feature space**: the penultimate layer (64 features) of a small
+# reports a **Fréchet distance in the course's own feature space**: the penultimate layer (128 features) of a small
 # CNN trained here to classify the labelled training images — the same recipe as FID, with a classifier that knows
 # this data. Call it **FD-shapes**: lower is better, it is only comparable at equal sample count (it is biased
 # upwards for small sets), and only within one run (another run trains another classifier). Two reference points
@@ -469,7 +477,7 @@ viz.compare_grid(step_samples, n=8);
 # %%
 def ar_step(trainer, tokens, labels):
     with trainer.autocast():
-        return prior_loss(ar, tokens, labels, label_smoothing=0.0)
+        return prior_loss(ar, tokens, labels, label_smoothing=0.0, label_drop=LABEL_DROP)
 
 
 ar = make_prior(causal=True)
@@ -502,23 +510,48 @@ viz.compare_grid({name: row["images"][:8] for name, row in race.items()}, n=8);
 # `benchmarks/bench_maskgit.py` measures both regimes on a 16 × 16 grid (dim 256, depth 4).
 
 # %% [markdown]
-# ## 9. Class-conditional generation
-# Both priors were trained with the class as their prefix token. Fix the class, sample, and check with the feature
-# network's classifier how often the samples are recognised as the class they were asked for (real test images
-# give the ceiling).
+# ## 9. Class-conditional generation, and classifier-free guidance
+# Both priors were trained with the class as their prefix token. Fix the class, sample, and ask the feature
+# network's classifier how often the samples are recognised as the class they were asked for (its accuracy on
+# real test images is the ceiling; chance is 1 / number of classes).
+#
+# A conditional model often follows its label only loosely. **Classifier-free guidance** (Ho & Salimans 2022; Muse,
+# the text-to-image MaskGIT, uses it) pushes the logits away from the unconditional prediction, which the same
+# network learned from the 10% of labels that were dropped:
+# $$\ell_{\text{guided}} = \ell(x \mid c) + w\,\big(\ell(x \mid c) - \ell(x \mid \varnothing)\big).$$
+# $w = 0$ is plain conditional sampling; larger $w$ makes samples more typical of their class and less diverse, and
+# costs a second forward pass per step (batched with the first). `sample(..., guidance=w)` and
+# `sample_autoregressive(..., guidance=w)` implement it.
 
 # %%
-per_class = 8
+per_class = P.pick(quick=4, cpu=40, gpu=100)
 cond_labels = torch.arange(NUM_CLASSES, device=P.device).repeat_interleave(per_class)
-cond_tokens = sample(maskgit, len(cond_labels), steps=8, labels=cond_labels,
-                     generator=torch.Generator(device=P.device).manual_seed(3))
-cond_images = decode(cond_tokens)
 with torch.no_grad():
-    agree = (feature_net(cond_images).argmax(1) == cond_labels).float().mean().item()
     real_acc = (feature_net(test_images.to(P.device)).argmax(1) == test_labels[:len(test_images)].to(P.device)).float().mean().item()
-print(f"classifier agrees with the requested class on {agree:.0%} of the samples (on real test images: {real_acc:.0%})")
+guidance_table, guided_images = {}, {}
+for name, w in [("MaskGIT T=8", 0.0), ("MaskGIT T=8", 1.0), ("MaskGIT T=8", 3.0), ("AR", 0.0), ("AR", 3.0)]:
+    gen = torch.Generator(device=P.device).manual_seed(3)
+    if name == "AR":
+        tokens = sample_autoregressive(ar, len(cond_labels), labels=cond_labels, guidance=w, generator=gen)
+    else:
+        tokens = sample(maskgit, len(cond_labels), steps=8, labels=cond_labels, guidance=w, generator=gen)
+    images = decode(tokens)
+    with torch.no_grad():
+        agree = (feature_net(images).argmax(1) == cond_labels).float().mean().item()
+    guidance_table[f"{name}, w={w:g}"] = {"class agreement": agree, "FD-shapes": fd(images.cpu())}
+    guided_images[(name, w)] = images
+print(format_table(guidance_table))
+print(f"classifier accuracy on real test images: {real_acc:.0%}; chance: {1 / NUM_CLASSES:.0%}")
 names = getattr(train_set, "classes", [str(c) for c in range(NUM_CLASSES)])
-viz.compare_grid({names[c]: cond_images[c * per_class:(c + 1) * per_class] for c in range(NUM_CLASSES)}, n=per_class);
+for w in (0.0, 3.0):
+    shown = guided_images[("MaskGIT T=8", w)]
+    viz.compare_grid({names[c]: shown[c * per_class:c * per_class + 8] for c in range(NUM_CLASSES)},
+                     n=min(8, per_class), title=f"MaskGIT, one row per requested class, guidance w={w:g}")
+
+# %% [markdown]
+# Read the table: the class agreement rises with $w$, towards the classifier's accuracy on real images. The
+# FD-shapes column is measured against the whole training set, so it also rewards covering every class in its
+# right proportion (here each class gets an equal share of the samples).
 
 # %% [markdown]
 # ## 10. The whole pipeline
@@ -549,6 +582,8 @@ print(f"lesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' pr
 # - Against an autoregressive prior it trades extra FLOPs for far fewer sequential steps: a large speed-up when
 #   sampling is latency-bound, none when it is compute-bound. More steps help up to about 8–12.
 # - The same decoder inpaints and edits for free: start it from a partly known grid.
+# - A class token makes generation controllable; classifier-free guidance (train with dropped labels, then push
+#   away from the unconditional logits) makes the samples follow it more faithfully.
 #
 # **The course, end to end:** a VAE blurs (Lesson 1); discrete codes remove the KL blur (Lesson 2); perceptual and
 # adversarial losses make the codes worth decoding (Lesson 3); spatially modulated normalisation and multichannel
