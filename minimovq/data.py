@@ -7,8 +7,9 @@
 Names (``DATASETS``):
 
 - ``shapes``: procedural gradients, shapes and textures (``minimovq.shapes``); offline, any size, labelled by
-  the dominant shape class (``SHAPES_CLASSES``). ``shapes-single``: the labelled variant, one large object per
-  image labelled by its class (for class-conditional generation).
+  the dominant shape class (``SHAPES_CLASSES``).
+- ``shapes-single``: the labelled variant, one large flat-coloured object per image, labelled by its class
+  (for class-conditional generation).
 - ``photos``: deterministic random crops of seven public-domain / CC0 photos in ``data/photos/`` (see
   ``data/SOURCES.md``). Train crops come from the left 75% of each photo, test crops from the right 25%, so
   the splits never share a pixel. The crops are 0.5-1x the test strip's width (56-128 source pixels), so
@@ -45,7 +46,8 @@ from .shapes import SHAPES_CLASSES, ShapesDataset, image_keys, uniform
 __all__ = ["load", "make_loader", "default_num_workers", "data_dir", "DatasetUnavailableError",
            "DATASETS", "OFFLINE_DATASETS", "SHAPES_CLASSES", "PhotoCrops"]
 
-DATASETS = ("shapes", "shapes-single", "photos", "mnist", "fashion_mnist", "cifar10", "flowers102", "celeba", "folder:<path>")
+DATASETS = ("shapes", "shapes-single", "photos", "mnist", "fashion_mnist", "cifar10", "flowers102", "celeba",
+            "folder:<path>")
 OFFLINE_DATASETS = ("shapes", "shapes-single", "photos", "folder:<path>")
 DEFAULT_N = {"train": 10_000, "test": 1_000}          # for the generated sets (shapes, photos)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")

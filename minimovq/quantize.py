@@ -8,16 +8,17 @@ Two quantizers share one interface, ``forward(z) -> (z_q, loss, indices)`` with 
 Both are textbook by default. Options add codebook health (dead-code restarts, l2-normalised codes,
 k-means init) and MoVQ's grouped (multichannel) quantization. Nothing builds an N×K one-hot matrix:
 distances are computed in fp32, a chunk of rows at a time, and counts use ``bincount``/``index_add_``.
-:class:`CodebookUsage` measures usage and perplexity over a whole split, not one batch.
+:class:`CodebookUsage` (in ``minimovq.usage``, re-exported here) measures usage and perplexity over a whole
+split, not one batch.
 """
 from __future__ import annotations
-
-from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+from .usage import CodebookUsage, codebook_usage, perplexity  # re-exported: measuring usage lives in .usage
 
 __all__ = ["nearest_codes", "codebook_loss", "commitment_loss", "straight_through", "quantize", "ema_update",
            "perplexity", "kmeans", "VectorQuantizer", "EMAVectorQuantizer", "CodebookUsage", "codebook_usage"]
@@ -96,18 +97,6 @@ def ema_update(cluster_size: torch.Tensor, embed_sum: torch.Tensor, z: torch.Ten
     smoothed = (cluster_size + eps) / (n + K * eps) * n
     # e = m / N_s
     return cluster_size, embed_sum, embed_sum / smoothed.unsqueeze(1)
-
-
-def _perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
-    """exp(H(p)) with p = counts / Σcounts and the natural log; 0·log 0 counts as 0."""
-    p = counts.float() / counts.sum().clamp_min(1)
-    entropy = -torch.special.xlogy(p, p).sum()
-    return entropy.exp()
-
-
-def perplexity(indices: torch.Tensor, num_codes: int) -> torch.Tensor:
-    """Perplexity of code usage: exp(−Σ_k p_k ln p_k), from 1 (one code) to num_codes (all used equally)."""
-    return _perplexity_from_counts(torch.bincount(indices.flatten().long(), minlength=num_codes))
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -288,74 +277,3 @@ class EMAVectorQuantizer(_Quantizer):
         self.cluster_size.copy_(cluster_size)
         self.embed_sum.copy_(embed_sum)
         self.embedding.weight.data.copy_(codebook)
-
-
-class CodebookUsage:
-    """Code usage accumulated over many batches (a whole evaluation split), not one batch::
-
-        usage = CodebookUsage(512)
-        for x in loader:
-            usage.update(model.encode(x)[-1])
-        usage.perplexity(), usage.usage()
-    """
-
-    def __init__(self, n_embed: int):
-        self.n_embed = n_embed
-        self.counts = torch.zeros(n_embed, dtype=torch.long)
-
-    def update(self, indices: torch.Tensor) -> "CodebookUsage":
-        """Add the codes in ``indices`` (any shape) to the counts."""
-        flat = indices.detach().flatten().long()
-        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.n_embed):
-            raise ValueError(f"indices must lie in [0, {self.n_embed}) (n_embed={self.n_embed}), "
-                             f"got [{int(flat.min())}, {int(flat.max())}]")
-        self.counts = self.counts.to(flat.device) + torch.bincount(flat, minlength=self.n_embed)
-        return self
-
-    def reset(self) -> None:
-        self.counts = torch.zeros(self.n_embed, dtype=torch.long)
-
-    @property
-    def total(self) -> int:
-        return int(self.counts.sum())
-
-    def perplexity(self) -> float:
-        """exp(entropy) of the accumulated usage: the effective number of codes."""
-        return float(_perplexity_from_counts(self.counts))
-
-    def usage(self) -> float:
-        """Fraction of the codebook used at least once."""
-        return float((self.counts > 0).float().mean())
-
-    def dead_codes(self) -> torch.Tensor:
-        """Indices of the codes never used."""
-        return (self.counts == 0).nonzero().squeeze(1).cpu()
-
-    def __repr__(self) -> str:
-        return (f"CodebookUsage(n_embed={self.n_embed}, tokens={self.total}, usage={self.usage():.1%}, "
-                f"perplexity={self.perplexity():.1f})")
-
-
-@torch.no_grad()
-def codebook_usage(model: nn.Module, loader: Iterable, n_embed: int | None = None,
-                   device: torch.device | str | None = None, max_batches: int | None = None,
-                   indices_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> CodebookUsage:
-    """Run ``model`` over ``loader`` in eval mode and return the :class:`CodebookUsage` of the whole split.
-
-    ``indices_fn(x)`` gives the codes of a batch (default: ``model.encode(x)[-1]``); ``n_embed`` defaults to
-    ``model.quantize.n_embed``; (image, label) batches use the images.
-    """
-    n_embed = n_embed or model.quantize.n_embed
-    device = device or next(model.parameters()).device
-    indices_fn = indices_fn or (lambda x: model.encode(x)[-1])
-    usage, was_training = CodebookUsage(n_embed), model.training
-    model.eval()
-    try:
-        for i, batch in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            x = batch[0] if isinstance(batch, (list, tuple)) else batch
-            usage.update(indices_fn(x.to(device)))
-    finally:
-        model.train(was_training)
-    return usage
