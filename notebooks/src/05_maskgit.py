@@ -29,12 +29,11 @@
 # ## 0. Configuration
 # Sizes come from the profile: `quick` (a CI smoke test, under a minute), `cpu` (a laptop) or `gpu` (a Colab T4).
 # The tokenizer is the MoVQ that Lesson 4 saved (`lesson4_movq.pt` in `minimovq.checkpoint.checkpoint_dir()`);
-# without it, this notebook trains a small one first. `DATASET` must match what the tokenizer was trained on
-# (the checkpoint says which); switch to `"cifar10"` for a real labelled dataset (downloaded once into
-# `data/cache/`). A tokenizer trained on `shapes` gets the prior trained on **`shapes-single`**, the labelled
-# variant of the same generator: one large flat-coloured object per image, so that the class label says what the
-# image shows (a `shapes` scene of up to four objects is labelled by its dominant one, too weak a signal for
-# section 9).
+# without it, or when it was trained on another `DATASET`, this notebook trains a small one first. Switch `DATASET`
+# to `"cifar10"` for a real labelled dataset (downloaded once into `data/cache/`). A tokenizer trained on `shapes`
+# gets its prior trained on **`shapes-single`**, the labelled variant of the same generator: one large flat-coloured
+# object per image, so that the class label says what the image shows (a `shapes` scene of up to four objects is
+# labelled by its dominant one, too weak a signal for section 9).
 
 # %%
 import hashlib
@@ -78,10 +77,13 @@ def load_or_train_tokenizer():
     if path.is_file():
         try:
             meta = load_checkpoint(path)
-            model = MoVQ.from_checkpoint(path).to(P.device).eval()
-            print(f"loaded Lesson 4's MoVQ from {path} (trained on {meta.get('dataset')} at "
-                  f"{meta.get('image_size')} px, profile {meta.get('profile')}, {meta.get('steps')} steps)")
-            return model, meta.get("dataset", DATASET), meta.get("image_size", model.ddconfig["resolution"])
+            if meta.get("dataset", DATASET) == DATASET:
+                model = MoVQ.from_checkpoint(path).to(P.device).eval()
+                print(f"loaded Lesson 4's MoVQ from {path} (trained on {meta.get('dataset')} at "
+                      f"{meta.get('image_size')} px, profile {meta.get('profile')}, {meta.get('steps')} steps)")
+                return model, DATASET, meta.get("image_size", model.ddconfig["resolution"])
+            print(f"Lesson 4's MoVQ ({path}) was trained on {meta.get('dataset')!r}, not DATASET={DATASET!r}: "
+                  f"a tokenizer only knows the images it saw, so this notebook trains one on {DATASET!r}")
         except (CheckpointError, ValueError, KeyError) as e:
             print(f"could not use {path}: {e}")
     config, size = TOKENIZER
