@@ -261,3 +261,20 @@ def test_no_op_allocates_an_n_by_k_matrix(cls):
         (loss + z_q.mean()).backward()
     biggest = max(e.cpu_memory_usage for e in prof.events())
     assert biggest <= 1024 * 1024 * 4, biggest  # one (chunk, K) block of fp32 distances at most; N×K would be 32 MiB
+
+
+@pytest.mark.parametrize("cls", [VectorQuantizer, EMAVectorQuantizer])
+def test_codebook_init_options(cls):
+    torch.manual_seed(0)
+    taming = cls(512, 64).embedding.weight
+    assert taming.abs().max() <= 1 / 512 and taming.abs().max() > 0.9 / 512          # U(±1/K)
+    sonnet = cls(512, 64, groups=4, init="variance_scaling")
+    w, bound = sonnet.embedding.weight, (3 / 16) ** 0.5                           # d = D/G = 16
+    assert w.abs().max() <= bound and w.abs().max() > 0.95 * bound
+    assert abs(w.var().item() - bound ** 2 / 3) < 0.01                            # unit fan-in variance 1/d
+    assert "init='variance_scaling'" in repr(sonnet) and "init" not in repr(cls(8, 4))
+    assert set(sonnet.state_dict()) == set(cls(512, 64, groups=4).state_dict())   # no new keys
+    if cls is EMAVectorQuantizer:
+        torch.testing.assert_close(sonnet.embed_sum, w)                           # EMA stats start at the codes
+    with pytest.raises(ValueError, match="init must be one of"):
+        cls(8, 4, init="normal")
