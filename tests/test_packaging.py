@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from packaging.requirements import Requirement
 from packaging.version import Version
 
@@ -84,3 +85,14 @@ def test_no_side_effects_at_import(capsys):
         importlib.import_module(mod)
     out = capsys.readouterr()
     assert out.out == "", f"importing minimovq printed: {out.out[:200]}"
+
+
+def test_readme_instructor_example_runs():
+    """The README's "use the modules in your own assignment" block is executed, so it cannot go stale."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "from minimovq" in b]
+    assert blocks, "README lost its instructor example"
+    scope = {}
+    exec(blocks[0], scope)
+    assert scope["grids"].shape == (10, 8, 8, 4) and torch.isfinite(scope["loss"])
+    assert sum(p.numel() for p in scope["model"].parameters()) == 67_832_495
