@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -78,16 +79,21 @@ def unwrap_state_dict(state: dict[str, Any], drop_prefixes: tuple[str, ...] = ()
     return {k: v for k, v in sd.items() if not k.startswith(drop_prefixes) and isinstance(v, torch.Tensor)}
 
 
-def run_checkpoint(name: str, profile=None) -> Path | None:
+def run_checkpoint(name: str, profile=None, config: dict | None = None) -> Path | None:
     """The checkpoint file for a notebook's training run, e.g. ``run_checkpoint("01_vae")``.
 
     Returns ``checkpoint_dir() / f"{name}-{profile}.pt"``, or ``None`` in the ``quick`` profile so that CI runs
     always start fresh. Pass it as ``Trainer(..., ckpt_path=...)``: re-running the cell after a disconnect resumes
-    from the last checkpoint instead of starting over.
+    from the last checkpoint instead of starting over. ``config`` (e.g. ``{"lr": LR, "label_drop": 0.1}``) adds
+    a short hash of its items to the name, so that changing a hyperparameter starts a new run instead of
+    resuming one trained with the old value.
     """
     from .profiles import get_profile
 
     profile = profile or get_profile()
     if profile.is_quick:
         return None
+    if config:
+        digest = hashlib.sha1(repr(sorted(config.items())).encode()).hexdigest()[:6]
+        name = f"{name}-{digest}"
     return checkpoint_dir() / f"{name}-{profile.name}.pt"

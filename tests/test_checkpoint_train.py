@@ -148,3 +148,7 @@ def test_run_checkpoint_is_off_in_quick_profile(monkeypatch, tmp_path):
     monkeypatch.setenv("MINIMOVQ_CKPT_DIR", str(tmp_path))
     assert run_checkpoint("x", get_profile("quick")) is None
     assert run_checkpoint("x", get_profile("cpu")) == tmp_path / "x-cpu.pt"
+    cfg = run_checkpoint("x", get_profile("cpu"), config={"lr": 1e-3, "drop": 0.1})
+    assert cfg.name.startswith("x-") and cfg.name.endswith("-cpu.pt") and cfg != tmp_path / "x-cpu.pt"
+    assert cfg == run_checkpoint("x", get_profile("cpu"), config={"drop": 0.1, "lr": 1e-3})     # order-free
+    assert cfg != run_checkpoint("x", get_profile("cpu"), config={"lr": 2e-3, "drop": 0.1})

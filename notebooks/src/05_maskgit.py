@@ -233,7 +233,8 @@ def make_prior(causal):
 def train_prior(model, step_fn, name):
     opt, sched = make_optimizer(model, lr=LR, warmup=max(1, STEPS // 20), total_steps=STEPS)
     trainer = Trainer(model, {"loss": opt}, schedulers={"loss": sched}, device=P.device, amp=P.amp,
-                      ckpt_path=run_checkpoint(f"05_maskgit-{name}-{PRIOR_DATASET}-{TOKENIZER_ID}-d{DIM}x{DEPTH}-s{STEPS}"))
+                      ckpt_path=run_checkpoint(f"05_maskgit-{name}-{PRIOR_DATASET}-{TOKENIZER_ID}-d{DIM}x{DEPTH}-s{STEPS}",
+                                               config={"lr": LR, "batch": BATCH, "label_drop": LABEL_DROP}))
     history = trainer.fit(token_loader, lambda batch, step: step_fn(trainer, *batch), steps=STEPS, desc=name)
     tokens_per_s = STEPS * BATCH * N_POS / max(history.seconds, 1e-9)
     print(f"{name}: {count_parameters(model):,} parameters, {history.seconds:.1f} s, "
