@@ -539,12 +539,11 @@ with torch.no_grad():
     real_acc = (feature_net(test_images.to(P.device)).argmax(1) == test_labels[:len(test_images)].to(P.device)).float().mean().item()
 guidance_table, guided_images = {}, {}
 for name, w in [("MaskGIT T=8", 0.0), ("MaskGIT T=8", 3.0), ("MaskGIT T=8", 6.0), ("AR", 0.0), ("AR", 6.0)]:
-    gen = torch.Generator(device=P.device).manual_seed(3)
     if name == "AR":
-        tokens = sample_autoregressive(ar, len(cond_labels), labels=cond_labels, guidance=w, generator=gen)
+        fn = lambda b, lab, g: sample_autoregressive(ar, b, labels=lab, guidance=w, generator=g)  # noqa: E731
     else:
-        tokens = sample(maskgit, len(cond_labels), steps=8, labels=cond_labels, guidance=w, generator=gen)
-    images = decode(tokens)
+        fn = lambda b, lab, g: sample(maskgit, b, steps=8, labels=lab, guidance=w, generator=g)  # noqa: E731
+    images = decode(generate(fn, cond_labels, seed=3))  # CHUNK samples per call
     with torch.no_grad():
         agree = (feature_net(images).argmax(1) == cond_labels).float().mean().item()
     guidance_table[f"{name}, w={w:g}"] = {"class agreement": agree, "FD-shapes": fd(images.cpu())}
