@@ -554,10 +554,10 @@ print(format_table(guidance_table))
 print(f"classifier accuracy on real test images: {real_acc:.0%}, on their MoVQ reconstructions: {recon_acc:.0%} "
       f"(the ceiling for a prior over these tokens); chance: {1 / NUM_CLASSES:.0%}")
 names = getattr(train_set, "classes", [str(c) for c in range(NUM_CLASSES)])
-for w in (0.0, 6.0):
-    shown = guided_images[("MaskGIT T=8", w)]
+for name, w in [("MaskGIT T=8", 0.0), ("MaskGIT T=8", 6.0), ("AR", 6.0)]:
+    shown = guided_images[(name, w)]
     viz.compare_grid({names[c]: shown[c * per_class:c * per_class + 8] for c in range(NUM_CLASSES)},
-                     n=min(8, per_class), title=f"MaskGIT, one row per requested class, guidance w={w:g}")
+                     n=min(8, per_class), title=f"{name}, one row per requested class, guidance w={w:g}")
 
 # %% [markdown]
 # Read the table: the class agreement rises with $w$, towards the classifier's accuracy on MoVQ reconstructions
@@ -585,7 +585,7 @@ start[:, GRID[0] // 2:] = maskgit.mask_id
 filled = sample(maskgit, len(x), steps=8, tokens=start, labels=test_labels[:6].to(P.device),
                 generator=torch.Generator(device=P.device).manual_seed(4))
 half = decode(tokens.masked_fill(start == maskgit.mask_id, 0))
-half[:, :, IMAGE_SIZE // 2:] = 1.0
+half[:, :, IMAGE_SIZE // 2:] = 0.0  # grey: the hidden half
 viz.compare_grid({"image": x, "MoVQ tokens → image": decode(tokens), "top half kept": half,
                   "MaskGIT completes": decode(filled)}, n=6)
 print(f"MaskGIT trained at {mg_tokens_per_s:,.0f} tokens/s, the AR prior at {ar_tokens_per_s:,.0f} tokens/s")
