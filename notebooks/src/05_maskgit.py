@@ -60,7 +60,7 @@ LR = P.pick(quick=2e-3, cpu=1e-3, gpu=5e-4)
 N_EVAL = P.pick(quick=32, cpu=500, gpu=2000)          # samples per quality measurement
 CHUNK = P.pick(quick=32, cpu=250, gpu=500)            # samples per sampler call (memory)
 TOKENIZER = P.pick(quick=("tiny", 32), cpu=("tiny", 32), gpu=("small", 64))  # config, px: as Lesson 4
-TOKENIZER_STEPS = P.pick(quick=4, cpu=1500, gpu=4000)  # these two only without Lesson 4's checkpoint
+TOKENIZER_STEPS = P.pick(quick=4, cpu=750, gpu=3000)   # these two only without Lesson 4's checkpoint
 LABEL_DROP = 0.1          # fraction of training labels replaced by "no class" (classifier-free guidance, section 9)
 t_lesson = time.perf_counter()
 
