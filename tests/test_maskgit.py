@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minimovq.maskgit import (MaskGIT, cosine_schedule, make_optimizer, mask_tokens, prior_loss, sample,
+from minimovq.maskgit import (MaskGIT, cosine_schedule, drop_labels, make_optimizer, mask_tokens, prior_loss, sample,
                               sample_autoregressive, select_to_remask, tokenize_dataset)
 
 K, GRID = 16, (4, 5)
@@ -348,3 +348,12 @@ def test_trained_priors_sample_the_data_distribution(causal):
     else:
         assert constant_share(sample(m, 64, steps=9, generator=g)) > 0.8
         assert constant_share(sample(m, 64, steps=1, generator=g)) < 0.1
+
+
+def test_drop_labels_rate_and_generator():
+    labels = torch.arange(20000) % 3
+    out = drop_labels(labels, 0.1, null_id=3, generator=torch.Generator().manual_seed(0))
+    kept = out != 3
+    assert torch.equal(out[kept], labels[kept]) and abs((~kept).float().mean().item() - 0.1) < 0.01
+    assert torch.equal(out, drop_labels(labels, 0.1, 3, torch.Generator().manual_seed(0)))
+    assert torch.equal(drop_labels(labels, 0.0, 3), labels)

@@ -12,9 +12,7 @@ from minimovq.checkpoint import CheckpointError
 from minimovq.movq import CONFIGS, MoVQ, SpatialNorm, from_config, grid_artifact, group_quantize, smooth_regions
 from minimovq.quantize import VectorQuantizer, quantize
 
-DD = dict(double_z=False, z_channels=8, resolution=16, in_channels=3, out_ch=3, ch=32, ch_mult=(1, 2),
-          num_res_blocks=1, attn_resolutions=(8,), dropout=0.0)
-TINY = dict(ddconfig=DD, n_embed=32, embed_dim=8)
+from tiny_configs import DD, TINY  # tests/tiny_configs.py
 
 
 @pytest.fixture
