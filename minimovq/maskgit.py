@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-__all__ = ["MaskGIT", "KVCache", "cosine_schedule", "mask_tokens", "prior_loss", "make_optimizer",
+__all__ = ["MaskGIT", "KVCache", "cosine_schedule", "mask_tokens", "drop_labels", "prior_loss", "make_optimizer",
            "sample", "sample_autoregressive", "select_to_remask", "tokenize_dataset"]
 
 
@@ -262,6 +262,13 @@ def mask_tokens(tokens, mask_id, generator=None):
     return tokens.masked_fill(full, mask_id), mask
 
 
+def drop_labels(labels, p, null_id, generator=None):
+    """Label dropout for classifier-free guidance: each label becomes ``null_id`` ("no class") with
+    probability p. labels: (B,) long -> (B,) long, a new tensor."""
+    drop = torch.rand(labels.shape, generator=generator, device=labels.device) < p
+    return labels.masked_fill(drop, null_id)
+
+
 def prior_loss(model, tokens, labels=None, label_smoothing=0.1, label_drop=0.0, generator=None):
     """Training loss of a prior, as a Trainer step_fn dict {"loss", "acc"}.
 
@@ -272,9 +279,8 @@ def prior_loss(model, tokens, labels=None, label_smoothing=0.1, label_drop=0.0, 
     """
     tokens = model.flatten_tokens(tokens)  # (B, N, G)
     if labels is not None and label_drop > 0:
-        labels = torch.as_tensor(labels, device=tokens.device).long()
-        drop = torch.rand(labels.shape, generator=generator, device=tokens.device) < label_drop
-        labels = labels.masked_fill(drop, model.num_classes)
+        labels = drop_labels(torch.as_tensor(labels, device=tokens.device).long(), label_drop, model.num_classes,
+                             generator)
     if model.causal:
         logits, target = model(tokens, labels), tokens  # (B, N, G, K), (B, N, G)
     else:

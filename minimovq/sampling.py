@@ -41,28 +41,21 @@ def select_to_remask(confidence, n):
     return ranks < n[:, None]
 
 
-def _guided_labels(model, labels, batch_size, guidance, device):
-    """Labels (B,) for a guided pass, or None when ``guidance`` is 0; checks that guidance can apply."""
+def _guidance_labels(model, labels, batch_size, guidance, device):
+    """The (2B,) labels [c; ∅] of a guided pass (∅ = "no class"), or None when ``guidance`` is 0."""
     if not guidance:
         return None
     if model.num_classes is None or labels is None:
         raise ValueError("guidance needs a class-conditional model (num_classes=C, trained with label_drop > 0) "
                          "and labels; pass guidance=0 for unconditional sampling.")
-    return torch.as_tensor(labels, device=device).long().reshape(-1).expand(batch_size)
+    cond = torch.as_tensor(labels, device=device).long().reshape(-1).expand(batch_size)
+    return torch.cat([cond, torch.full_like(cond, model.num_classes)])
 
 
 def _guide(logits, guidance):
-    """(2B, ...) logits of [conditional; unconditional] -> (B, ...) ℓ_c + w·(ℓ_c − ℓ_u)."""
+    """(2B, ...) logits of [conditional; unconditional] rows -> (B, ...) ℓ_c + w·(ℓ_c − ℓ_u)."""
     cond, uncond = logits.float().chunk(2)
     return cond + guidance * (cond - uncond)
-
-
-def _logits(model, tokens, labels, guided, guidance):
-    """Logits for a batch, with classifier-free guidance when ``guided`` holds the labels (B,)."""
-    if guided is None:
-        return model(tokens, labels).float()
-    null = torch.full_like(guided, model.num_classes)
-    return _guide(model(torch.cat([tokens, tokens]), torch.cat([guided, null])), guidance)
 
 
 def _as_grid(model, flat):
@@ -107,12 +100,16 @@ def sample(model, batch_size, steps=8, temperature=4.5, labels=None, tokens=None
     unknown = (cur == model.mask_id).any(-1)  # (B, N): a position is masked as a whole
     cur[unknown] = model.mask_id
     n_start = unknown.sum(-1)  # (B,) tokens to generate per row
-    guided = _guided_labels(model, labels, batch_size, guidance, device)
+    pair = _guidance_labels(model, labels, batch_size, guidance, device)  # None without guidance
     history = {"tokens": [], "prediction": []}
     was_training = model.training
     model.eval()
     for t in range(steps):
-        logp = _logits(model, cur, labels, guided, guidance).log_softmax(-1)  # (B, N, G, K)
+        if pair is None:
+            logits = model(cur, labels).float()  # (B, N, G, K)
+        else:  # one pass over [cur; cur] with labels [c; ∅]
+            logits = _guide(model(cur.repeat(2, 1, 1), pair), guidance)
+        logp = logits.log_softmax(-1)
         # 1. sample every position (Gumbel-max = a categorical draw); keep the fixed ones
         drawn = (logp + gumbel_noise(logp.shape, generator, device)).argmax(-1)  # (B, N, G)
         drawn = torch.where(unknown[..., None], drawn, cur)
@@ -159,10 +156,9 @@ def sample_autoregressive(model, batch_size, temperature=1.0, top_k=None, labels
     out = torch.zeros(batch_size, N, G, dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
-    guided = _guided_labels(model, labels, batch_size, guidance, device)
-    rows = 1 if guided is None else 2  # guided: [conditional; unconditional] rows share one pass
-    if guided is not None:
-        labels = torch.cat([guided, torch.full_like(guided, model.num_classes)])
+    pair = _guidance_labels(model, labels, batch_size, guidance, device)
+    rows = 1 if pair is None else 2  # guided: [conditional; unconditional] rows share one pass and one cache
+    labels = labels if pair is None else pair
     cache = model.new_cache(rows * batch_size, device=device) if use_cache else None
     for i in range(N):
         if use_cache:
@@ -170,7 +166,7 @@ def sample_autoregressive(model, batch_size, temperature=1.0, top_k=None, labels
             logits = model.decode_step(prev, cache, labels)  # (rows·B, G, K)
         else:
             logits = model(out[:, : i + 1].repeat(rows, 1, 1), labels)[:, i]  # out[:, i] is not an input
-        logits = logits.float() if guided is None else _guide(logits, guidance)
+        logits = logits.float() if pair is None else _guide(logits, guidance)
         if top_k is not None:
             kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -154,20 +154,22 @@ def sample_scenes(keys: torch.Tensor, single: bool = False) -> dict[str, torch.T
     corners = rearrange(hsv_to_rgb(hue % 1.0, sat.clamp(0, 1), val), "n a b c -> n c a b")
     # Objects: saturated colours, sizes 0.13-0.32 of the image width, any rotation.
     count = 1 + (uniform(keys, 3, 1)[:, 0] * K).long().clamp(max=K - 1)                # (N,)
+    count = torch.ones_like(count) if single else count
     o = uniform(keys, 4, 10, K)                                                        # (N, 10, K)
     hue = o[:, 5]
-    # (offset, span) of the centre and the radius: the single variant draws one big, central object
+    # (offset, span) of the centre and the radius: the single variant draws one big, central, flat object
     (c0, cs), (r0, rs) = ((0.42, 0.16), (0.30, 0.12)) if single else ((0.15, 0.7), (0.13, 0.19))
+    fill = torch.bucketize(o[:, 9].contiguous(), torch.tensor(_FILL_CUMPROB), right=True)     # (N, K)
     return dict(
         corners=corners,
-        active=torch.arange(K)[None, :] < (torch.ones_like(count) if single else count)[:, None],
+        active=torch.arange(K)[None, :] < count[:, None],
         cls=(o[:, 0] * len(SHAPES_CLASSES)).long().clamp(max=len(SHAPES_CLASSES) - 1),
         cx=c0 + cs * o[:, 1], cy=c0 + cs * o[:, 2],
         radius=r0 + rs * o[:, 3],
         angle=2 * math.pi * o[:, 4],
         color_a=hsv_to_rgb(hue, 0.55 + 0.45 * o[:, 6], 0.5 + 0.5 * o[:, 7]),
         color_b=hsv_to_rgb((hue + 0.4 + 0.2 * o[:, 8]) % 1.0, 0.3 + 0.7 * o[:, 6], 1.0 - 0.6 * o[:, 7]),
-        fill=torch.bucketize(o[:, 9].contiguous(), torch.tensor(_FILL_CUMPROB), right=True) * (not single),
+        fill=torch.zeros_like(fill) if single else fill,
         period=0.12 + 0.08 * uniform(keys, 5, K),
         noise_key=_hash32(keys[:, None] ^ torch.arange(1, K + 1)),
     )

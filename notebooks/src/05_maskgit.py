@@ -44,7 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from minimovq import data, viz
 from minimovq.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, run_checkpoint
-from minimovq.maskgit import MaskGIT, make_optimizer, prior_loss
+from minimovq.maskgit import MaskGIT, drop_labels, make_optimizer, prior_loss
 from minimovq.metrics import format_table, frechet_distance  # FID's formula, in our own feature space
 from minimovq.movq import MoVQ
 from minimovq.sampling import sample, sample_autoregressive, tokenize_dataset
@@ -244,7 +244,7 @@ def train_prior(model, step_fn, name):
 
 def maskgit_step(trainer, tokens, labels):
     tokens = maskgit.flatten_tokens(tokens)                          # (B, N, G)
-    labels = labels.masked_fill(torch.rand(labels.shape, device=labels.device) < LABEL_DROP, NUM_CLASSES)
+    labels = drop_labels(labels, LABEL_DROP, null_id=NUM_CLASSES)   # 10% "no class", for guidance
     _, mask = mask_tokens(tokens[..., 0], maskgit.mask_id)           # (B, N): which positions to hide
     masked = tokens.masked_fill(mask[..., None], maskgit.mask_id)    # all G tokens of a masked position
     with trainer.autocast():
