@@ -3,7 +3,7 @@
 Every block follows taming-transformers' layout (reference facts §1) and its state-dict keys (§2), so the
 released checkpoints load by name. The normalization layer is **pluggable**: each block takes a ``norm``
 factory ``norm(channels) -> nn.Module``. A plain norm is called as ``norm(h)``; a *conditional* norm (one whose
-class sets ``conditional = True``, like MoVQ's ``SpatialNorm``) is called as ``norm(h, zq)``. The default,
+class sets ``conditional = True``, like MoVQ's ``SpatialNorm``) is called as ``norm(h, z_q)``. The default,
 :func:`Normalize`, is taming's ``GroupNorm(32, C, eps=1e-6, affine=True)``.
 
 Shapes: images (B, C_in, H, W); latents (B, z_channels, H/f, W/f) with f = 2 ** (len(ch_mult) - 1).
@@ -33,13 +33,13 @@ def swish(x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(x)
 
 
-def _norm(layer: nn.Module, h: torch.Tensor, zq: torch.Tensor | None) -> torch.Tensor:
-    """Apply a plain norm as ``layer(h)`` or a conditional one as ``layer(h, zq)``."""
+def _norm(layer: nn.Module, h: torch.Tensor, z_q: torch.Tensor | None) -> torch.Tensor:
+    """Apply a plain norm as ``layer(h)`` or a conditional one as ``layer(h, z_q)``."""
     if getattr(layer, "conditional", False):
-        if zq is None:
+        if z_q is None:
             raise ValueError(f"{type(layer).__name__} is conditioned on the quantized latent: "
-                             "call the decoder as decoder(z, zq=quant)")
-        return layer(h, zq)
+                             "call the decoder as decoder(z, z_q=z_q)")
+        return layer(h, z_q)
     return layer(h)
 
 
@@ -65,9 +65,9 @@ class ResnetBlock(nn.Module):
         if in_channels != out_channels:
             self.nin_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=1, padding=0)
 
-    def forward(self, x: torch.Tensor, zq: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.conv1(swish(_norm(self.norm1, x, zq)))
-        h = self.conv2(self.dropout(swish(_norm(self.norm2, h, zq))))
+    def forward(self, x: torch.Tensor, z_q: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv1(swish(_norm(self.norm1, x, z_q)))
+        h = self.conv2(self.dropout(swish(_norm(self.norm2, h, z_q))))
         shortcut = self.nin_shortcut(x) if self.in_channels != self.out_channels else x
         return shortcut + h
 
@@ -89,9 +89,9 @@ class AttnBlock(nn.Module):
         self.v = nn.Conv2d(channels, channels, kernel_size=1)
         self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, zq: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, z_q: torch.Tensor | None = None) -> torch.Tensor:
         B, C, H, W = x.shape
-        h = _norm(self.norm, x, zq)
+        h = _norm(self.norm, x, z_q)
         # (B, C, H, W) -> (B, 1, H·W, C): one head whose tokens are the spatial positions
         q, k, v = (rearrange(conv(h), "b c h w -> b 1 (h w) c") for conv in (self.q, self.k, self.v))
         if self.manual:
@@ -159,8 +159,8 @@ class _Mid(nn.Module):
         self.attn_1 = AttnBlock(channels, norm)
         self.block_2 = ResnetBlock(channels, channels, dropout, norm)
 
-    def forward(self, h: torch.Tensor, zq: torch.Tensor | None = None) -> torch.Tensor:
-        return self.block_2(self.attn_1(self.block_1(h, zq), zq), zq)
+    def forward(self, h: torch.Tensor, z_q: torch.Tensor | None = None) -> torch.Tensor:
+        return self.block_2(self.attn_1(self.block_1(h, z_q), z_q), z_q)
 
 
 class Encoder(nn.Module):
@@ -219,8 +219,8 @@ class Decoder(nn.Module):
     after each where the nominal resolution is in ``attn_resolutions``) and an upsample on every level but
     level 0. ``self.up[0]`` is the **highest**-resolution level, as in taming's checkpoints.
 
-    With a conditional ``norm`` (MoVQ's SpatialNorm) every norm receives ``zq``, the quantized latent
-    (B, embed_dim, h, w): call ``decoder(z, zq=quant)``.
+    With a conditional ``norm`` (MoVQ's SpatialNorm) every norm receives ``z_q``, the quantized latent
+    (B, embed_dim, h, w): call ``decoder(z, z_q=z_q)``.
     """
 
     def __init__(self, *, ch: int, ch_mult: Sequence[int], num_res_blocks: int, attn_resolutions: Sequence[int],
@@ -254,16 +254,16 @@ class Decoder(nn.Module):
         """True when the norms are conditioned on the quantized latent (MoVQ)."""
         return bool(getattr(self.norm_out, "conditional", False))
 
-    def forward(self, z: torch.Tensor, zq: torch.Tensor | None = None) -> torch.Tensor:
-        if self.conditional and zq is None:
-            raise ValueError("this decoder uses SpatialNorm: call it as decoder(z, zq=quant), with quant the "
+    def forward(self, z: torch.Tensor, z_q: torch.Tensor | None = None) -> torch.Tensor:
+        if self.conditional and z_q is None:
+            raise ValueError("this decoder uses SpatialNorm: call it as decoder(z, z_q=z_q), with z_q the "
                              "quantized latent of shape (B, embed_dim, h, w)")
-        h = self.mid(self.conv_in(z), zq)
+        h = self.mid(self.conv_in(z), z_q)
         for level in reversed(self.up):  # lowest resolution first
             for j, block in enumerate(level.block):
-                h = block(h, zq)
+                h = block(h, z_q)
                 if len(level.attn):
-                    h = level.attn[j](h, zq)
+                    h = level.attn[j](h, z_q)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
-        return self.conv_out(swish(_norm(self.norm_out, h, zq)))
+        return self.conv_out(swish(_norm(self.norm_out, h, z_q)))

@@ -3,7 +3,7 @@
 The same class is also the autoregressive baseline (``causal=True``), so that Lesson 5 compares the two
 priors with the same network. This module holds the network and its training pieces: the cosine masking
 schedule, the masking of a batch, the loss and the optimizer. Decoding lives in ``minimovq.sampling`` and
-is re-exported here (``from minimovq.maskgit import sample`` works).
+in ``minimovq.sampling``, the transformer blocks and the optimizer in ``minimovq.transformer``.
 
 Token shapes. A grid of ``(h, w)`` positions holds ``N = h·w`` positions and ``G`` indices per position
 (Lesson 4's multichannel quantization, ``groups``; G = 1 is the plain VQ case). The model accepts grids
@@ -25,83 +25,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-__all__ = ["MaskGIT", "KVCache", "cosine_schedule", "mask_tokens", "drop_labels", "prior_loss", "make_optimizer",
-           "sample", "sample_autoregressive", "select_to_remask", "tokenize_dataset"]
+from .transformer import Block, KVCache, make_optimizer  # make_optimizer re-exported for the lessons
 
-
-class KVCache:
-    """Keys and values of every layer for incremental (autoregressive) decoding.
-
-    ``k`` and ``v`` have shape (depth, B, heads, max_len, head_dim), preallocated once; ``length`` counts
-    the positions already written.
-    """
-
-    def __init__(self, depth, batch_size, heads, max_len, head_dim, device=None, dtype=torch.float32):
-        shape = (depth, batch_size, heads, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.max_len = max_len
-        self.length = 0
-
-    def update(self, layer, k, v):
-        """Store k, v (B, heads, L, head_dim) at the next L positions; return all keys/values so far."""
-        end = self.length + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KVCache is full: {end} positions asked, max_len={self.max_len}. "
-                             "Make a new cache with model.new_cache(batch_size) for each sample.")
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with ``F.scaled_dot_product_attention``: softmax(q·kᵀ/√d)·v."""
-
-    def __init__(self, dim, heads, dropout=0.0):
-        super().__init__()
-        self.heads, self.dropout = heads, dropout
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x, causal=False, cache=None, layer=0):
-        # (B, L, 3·dim) -> 3 × (B, heads, L, head_dim)
-        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
-        if cache is not None:
-            k, v = cache.update(layer, k, v)  # (B, heads, S, head_dim), S = positions so far
-            k, v = k.to(q.dtype), v.to(q.dtype)  # a no-op unless autocast changed q's dtype
-        L, S = q.shape[2], k.shape[2]
-        p = self.dropout if self.training else 0.0
-        if causal and L == S and L > 1:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-        elif causal and L > 1:
-            # query i sits at absolute position S-L+i and sees keys 0..S-L+i
-            allowed = torch.ones(L, S, dtype=torch.bool, device=x.device).tril(S - L)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
-        else:  # bidirectional, or a single new query that may see every cached key
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-        return self.proj(rearrange(out, "b h l d -> b l (h d)"))
-
-
-class Block(nn.Module):
-    """Pre-LN transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
-
-    def __init__(self, dim, heads, mlp_ratio=4, dropout=0.0):
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, dropout)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(),
-                                 nn.Linear(mlp_ratio * dim, dim), nn.Dropout(dropout))
-
-    def forward(self, x, causal=False, cache=None, layer=0):
-        x = x + self.attn(self.ln1(x), causal, cache, layer)
-        return x + self.mlp(self.ln2(x))
+__all__ = ["MaskGIT", "KVCache", "cosine_schedule", "mask_tokens", "drop_labels", "prior_loss", "make_optimizer"]
 
 
 class MaskGIT(nn.Module):
     """A transformer prior over a token grid: bidirectional MaskGIT, or raster-order AR when ``causal``.
 
     Args:
-        codebook_size: K, the number of codes. The [MASK] token has id ``K`` (``self.mask_id``).
+        n_embed: K, the number of codes. The [MASK] token has id ``K`` (``self.mask_id``).
         grid_size: (h, w) of the token grid (an int means square); N = h·w positions.
         dim, depth, heads: width, number of pre-LN blocks, attention heads (dim % heads == 0).
         groups: G, indices per position (MoVQ multichannel quantization).
@@ -115,27 +48,27 @@ class MaskGIT(nn.Module):
     [prefix, x_0, ..., x_{N-2}], so output i predicts x_i from x_<i.
     """
 
-    def __init__(self, codebook_size, grid_size, dim, depth, heads, groups=1, num_classes=None,
+    def __init__(self, n_embed, grid_size, dim, depth, heads, groups=1, num_classes=None,
                  causal=False, mlp_ratio=4, dropout=0.0):
         super().__init__()
         h, w = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
         if dim % heads:
             fit = max(d for d in range(1, heads + 1) if dim % d == 0)
             raise ValueError(f"dim={dim} must be divisible by heads={heads}; pick e.g. heads={fit}.")
-        if codebook_size < 2 or groups < 1:
-            raise ValueError(f"need codebook_size >= 2 and groups >= 1, got {codebook_size}, {groups}.")
-        self.codebook_size, self.groups, self.grid_size = codebook_size, groups, (h, w)
+        if n_embed < 2 or groups < 1:
+            raise ValueError(f"need n_embed >= 2 and groups >= 1, got {n_embed}, {groups}.")
+        self.n_embed, self.groups, self.grid_size = n_embed, groups, (h, w)
         self.num_positions, self.num_classes, self.causal = h * w, num_classes, causal
         self.dim, self.depth, self.heads = dim, depth, heads
-        self.mask_id = codebook_size
+        self.mask_id = n_embed
         # one table per group, K codes + [MASK] each, stored as one Embedding with row offsets g·(K+1)
-        self.tok_emb = nn.Embedding(groups * (codebook_size + 1), dim)
-        self.register_buffer("group_offset", torch.arange(groups) * (codebook_size + 1), persistent=False)
+        self.tok_emb = nn.Embedding(groups * (n_embed + 1), dim)
+        self.register_buffer("group_offset", torch.arange(groups) * (n_embed + 1), persistent=False)
         self.prefix_emb = nn.Embedding((num_classes or 0) + 1, dim)
         self.pos_emb = nn.Parameter(torch.zeros(1, self.num_positions + 1, dim))
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
         self.ln_f = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, groups * codebook_size)  # G heads over K classes
+        self.head = nn.Linear(dim, groups * n_embed)  # G heads over K classes
         self.apply(self._init_weights)
         nn.init.normal_(self.pos_emb, std=0.02)
 
@@ -189,12 +122,12 @@ class MaskGIT(nn.Module):
         """
         tokens = self.flatten_tokens(tokens)
         B, L, _ = tokens.shape
-        top = self.codebook_size - 1 if self.causal else self.mask_id
+        top = self.n_embed - 1 if self.causal else self.mask_id
         lo, hi = int(tokens.min()), int(tokens.max())
         if lo < 0 or hi > top:
             raise ValueError(f"token ids must lie in [0, {top}], got [{lo}, {hi}]"
                              + ("" if self.causal else f" ({self.mask_id} is [MASK])")
-                             + "; check codebook_size against the tokenizer's n_embed.")
+                             + "; check n_embed against the tokenizer's n_embed.")
         body = tokens[:, :-1] if self.causal else tokens  # causal: shift right behind the prefix
         x = torch.cat([self._prefix(labels, B, tokens.device), self._embed(body)], dim=1)
         x = x + self.pos_emb[:, : x.shape[1]]
@@ -292,32 +225,3 @@ def prior_loss(model, tokens, labels=None, label_smoothing=0.1, label_drop=0.0, 
                            label_smoothing=label_smoothing)
     acc = (logits.argmax(-1) == target).float().mean()
     return {"loss": loss, "acc": acc.detach()}
-
-
-def make_optimizer(model, lr=3e-4, warmup=100, weight_decay=0.01, betas=(0.9, 0.96), total_steps=None):
-    """AdamW with linear warm-up (then constant, or cosine decay to 0 when total_steps is given).
-
-    Weight decay applies to matrices only (not to biases, LayerNorms or embeddings). Returns
-    (optimizer, scheduler); call ``scheduler.step()`` once after each optimizer step.
-    """
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=lr, betas=betas)
-
-    def factor(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        if total_steps is None:
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return 0.5 * (1 + math.cos(math.pi * progress))
-
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def __getattr__(name):  # decoding lives in minimovq.sampling; imported lazily to avoid a cycle
-    if name in ("sample", "sample_autoregressive", "select_to_remask", "tokenize_dataset"):
-        from minimovq import sampling
-        return getattr(sampling, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,10 +12,11 @@ image (B,) unless noted. They are computed in float32 on the images' device.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 
 def _to01(x: torch.Tensor) -> torch.Tensor:
@@ -85,6 +86,55 @@ def frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:
 
 
 @torch.no_grad()
+def smooth_regions(x: torch.Tensor, f: int, threshold: float = 0.15) -> torch.Tensor:
+    """Pixels of x (B, C, H, W) in [-1, 1] whose neighbourhood (a (2f+1)² window) holds no edge or texture:
+    every neighbouring pixel step stays below ``threshold``. Returns a bool mask (B, 1, H, W)."""
+    x = x.float()
+    step = torch.zeros_like(x[:, :1])  # (B, 1, H, W): the largest step to the right or below, over channels
+    step[..., :, :-1] = (x[..., :, 1:] - x[..., :, :-1]).abs().amax(1, keepdim=True)
+    step[..., :-1, :] = torch.maximum(step[..., :-1, :], (x[..., 1:, :] - x[..., :-1, :]).abs().amax(1, keepdim=True))
+    return F.max_pool2d(step, 2 * f + 1, stride=1, padding=f) < threshold
+
+
+@torch.no_grad()
+def grid_artifact(x_hat: torch.Tensor, x: torch.Tensor, f: int, threshold: float = 0.15) -> dict[str, Any]:
+    """How much of the reconstruction error in smooth regions follows the latent grid (cells of f×f pixels).
+
+    x_hat, x: (B, C, H, W) in [-1, 1] (the reconstruction first, like every metric here), H and W multiples of f. Returns a dict with
+      * ``phase``: (f, f), the mean |x̂ − x| in smooth regions at each position *inside* a latent cell. Error
+        unrelated to the grid gives a flat map; repeated, blocky patches give a bowl (large at the cell borders).
+      * ``score``: std / mean of ``phase`` — 0 when the error ignores the grid.
+      * ``blockiness``: the mean step of x̂ across cell borders over its mean step inside cells, in smooth
+        regions, divided by the same ratio for x. 1 = no seams at the code borders; > 1 = blocky.
+      * ``smooth_fraction``: the share of pixels counted as smooth.
+    """
+    mask = smooth_regions(x, f, threshold).float()  # (B, 1, H, W)
+    err = (x_hat.float() - x.float()).abs().mean(1, keepdim=True)  # (B, 1, H, W)
+    fold = "b 1 (h i) (w j) -> i j (b h w)"  # position (i, j) inside each f×f cell
+    phase = (rearrange(err * mask, fold, i=f, j=f).sum(-1)
+             / rearrange(mask, fold, i=f, j=f).sum(-1).clamp_min(1))  # (f, f)
+
+    def steps(img: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Sums of horizontal steps |img[j+1] − img[j]| over smooth pixel pairs: (across borders, count, inside, count)."""
+        step = (img[..., :, 1:] - img[..., :, :-1]).abs().mean(1, keepdim=True)  # (B, 1, H, W-1)
+        pair = m[..., :, 1:] * m[..., :, :-1]
+        border = (torch.arange(1, img.shape[-1], device=img.device) % f == 0).float()  # col j -> j+1 crosses
+        return ((step * pair * border).sum(), (pair * border).sum(),
+                (step * pair * (1 - border)).sum(), (pair * (1 - border)).sum())
+
+    def seams(img: torch.Tensor) -> torch.Tensor:
+        """Mean step across cell borders / mean step inside cells, both axes pooled (1e-3: below one 8-bit level)."""
+        h = steps(img, mask)
+        v = steps(img.transpose(-1, -2), mask.transpose(-1, -2))
+        across = (h[0] + v[0]) / (h[1] + v[1]).clamp_min(1)
+        inside = (h[2] + v[2]) / (h[3] + v[3]).clamp_min(1)
+        return across.clamp_min(1e-3) / inside.clamp_min(1e-3)
+
+    blockiness = seams(x_hat.float()) / seams(x.float())
+    return {"phase": phase.cpu(), "score": float(phase.std() / phase.mean().clamp_min(1e-8)),
+            "blockiness": float(blockiness), "smooth_fraction": float(mask.mean())}
+
+
 def evaluate_reconstruction(reconstruct: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, *,
                             device: str | torch.device = "cpu", lpips=None, max_batches: int | None = None
                             ) -> dict[str, float]:

@@ -13,41 +13,24 @@ split, not one batch.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .distributed import all_gather_rows, all_reduce_sum
+from .nearest import CHUNK_ELEMENTS, nearest_codes  # re-exported
+from .ema import assignment_stats, ema_from_stats, ema_update, kmeans  # re-exported
+from .outputs import QuantizerOutput
 from .usage import CodebookUsage, codebook_usage, perplexity  # re-exported: measuring usage lives in .usage
 
-__all__ = ["nearest_codes", "codebook_loss", "commitment_loss", "straight_through", "quantize", "ema_update",
+__all__ = ["QuantizerOutput", "nearest_codes", "codebook_loss", "commitment_loss", "straight_through", "quantize",
+           "ema_update", "assignment_stats", "ema_from_stats",
            "perplexity", "kmeans", "VectorQuantizer", "EMAVectorQuantizer", "CodebookUsage", "codebook_usage"]
 
 INITS = ("taming", "variance_scaling")  # codebook initialisations, see _Quantizer
-CHUNK_ELEMENTS = 2 ** 22  # distances held at once by default: 4M floats = 16 MiB, whatever N and K are
-
-
-def nearest_codes(z: torch.Tensor, codebook: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-    """Index of the nearest code for every row of ``z``: z (N, D), codebook (K, D) -> LongTensor (N,).
-
-    Computed in fp32 even under autocast, ``chunk_size`` rows at a time (default: 2**22 // K), so only a
-    (chunk, K) block of distances ever exists. Ties go to the lowest index, as in ``torch.argmin``.
-    """
-    if z.ndim != 2 or codebook.ndim != 2 or z.shape[1] != codebook.shape[1]:
-        raise ValueError(f"nearest_codes expects z (N, D) and codebook (K, D) with the same D, "
-                         f"got z {tuple(z.shape)} and codebook {tuple(codebook.shape)}")
-    chunk = chunk_size or max(1, CHUNK_ELEMENTS // codebook.shape[0])
-    out = torch.empty(z.shape[0], dtype=torch.long, device=z.device)
-    with torch.no_grad(), torch.autocast(z.device.type, enabled=False):
-        z, e = z.detach().float(), codebook.detach().float()
-        e_sq = e.pow(2).sum(1)  # (K,)
-        for start in range(0, z.shape[0], chunk):
-            # ‖z − e‖² = ‖z‖² + ‖e‖² − 2 z·eᵀ; ‖z‖² is the same for every code, so the argmin leaves it out
-            dist = torch.addmm(e_sq, z[start:start + chunk], e.t(), alpha=-2.0)  # (chunk, K)
-            out[start:start + chunk] = dist.argmin(dim=1)
-    return out
-
-
 def codebook_loss(z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
     """The codebook term ‖sg[z] − e‖² (mean over elements, fp32): it moves the codes towards the encoder."""
     return F.mse_loss(z_q.float(), z.detach().float())
@@ -63,8 +46,9 @@ def straight_through(z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
     return z + (z_q.to(z.dtype) - z).detach()
 
 
-def quantize(z: torch.Tensor, codebook: torch.Tensor, beta: float = 0.25):
-    """Quantize z (B, D, H, W) with codebook (K, D): returns z_q (B, D, H, W), loss (), indices (B, H, W).
+def quantize(z: torch.Tensor, codebook: torch.Tensor, beta: float = 0.25) -> QuantizerOutput:
+    """Quantize z (B, D, H, W) with codebook (K, D): returns QuantizerOutput(z_q (B, D, H, W), vq_loss (),
+    indices (B, H, W)).
 
     z_q carries straight-through gradients, and the loss is the paper's
     L = ‖sg[z] − e‖² + β ‖z − sg[e]‖².
@@ -77,40 +61,7 @@ def quantize(z: torch.Tensor, codebook: torch.Tensor, beta: float = 0.25):
     indices = nearest_codes(flat, codebook)
     z_q = rearrange(F.embedding(indices, codebook), "(b h w) d -> b d h w", b=B, h=H, w=W)
     loss = codebook_loss(z, z_q) + beta * commitment_loss(z, z_q)
-    return straight_through(z, z_q), loss, indices.view(B, H, W)
-
-
-def ema_update(cluster_size: torch.Tensor, embed_sum: torch.Tensor, z: torch.Tensor, indices: torch.Tensor,
-               decay: float = 0.99, eps: float = 1e-5):
-    """One EMA codebook step (VQ-VAE appendix), as a pure function: the inputs are not modified.
-
-    cluster_size (K,), embed_sum (K, D), z (N, D), indices (N,) -> (cluster_size, embed_sum, codebook (K, D)).
-    """
-    K = cluster_size.shape[0]
-    counts = torch.bincount(indices, minlength=K).to(cluster_size.dtype)  # (K,) no one-hot
-    sums = torch.zeros_like(embed_sum).index_add_(0, indices, z.to(embed_sum.dtype))  # (K, D): Σ_{i∈k} z_i
-    # N ← d·N + (1−d)·counts
-    cluster_size = decay * cluster_size + (1 - decay) * counts
-    # m ← d·m + (1−d)·Σ_{i∈k} z_i
-    embed_sum = decay * embed_sum + (1 - decay) * sums
-    # Laplace smoothing: N_s = (N + eps) / (ΣN + K·eps) · ΣN, so no code divides by zero
-    n = cluster_size.sum()
-    smoothed = (cluster_size + eps) / (n + K * eps) * n
-    # e = m / N_s
-    return cluster_size, embed_sum, embed_sum / smoothed.unsqueeze(1)
-
-
-def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Lloyd's k-means on x (N, D) -> centroids (k, D). Starts from random rows; empty clusters stay put."""
-    x = x.detach().float()
-    device = generator.device if generator is not None else x.device
-    centroids = x[torch.randint(x.shape[0], (k,), generator=generator, device=device).to(x.device)].clone()
-    for _ in range(iters):
-        assign = nearest_codes(x, centroids)
-        counts = torch.bincount(assign, minlength=k).unsqueeze(1)  # (k, 1)
-        sums = torch.zeros_like(centroids).index_add_(0, assign, x)  # (k, D)
-        centroids = torch.where(counts > 0, sums / counts.clamp_min(1), centroids)
-    return centroids
+    return QuantizerOutput(straight_through(z, z_q), loss, indices.view(B, H, W))
 
 
 class _Quantizer(nn.Module):
@@ -118,9 +69,7 @@ class _Quantizer(nn.Module):
 
     ``init`` picks the initial codebook: ``"taming"`` (default), e ~ U(−1/K, 1/K) as in taming and SBER;
     ``"variance_scaling"``, e ~ U(−√(3/d), √(3/d)) with d = D/G, Sonnet's VQ-VAE (``VarianceScaling``,
-    uniform, fan-in = d), for matching Sonnet's numbers. Measured on Lesson 2's cpu setup (photos, K = 512,
-    D = 64, 1,200 steps), it did not raise the textbook EMA quantizer's usage (8.6% against 12.3%): dead-code
-    restarts are what fixes usage there.
+    uniform, fan-in = d), for matching Sonnet's setup. Lesson 2 measures what each choice does to usage.
     """
 
     def __init__(self, n_embed: int, embed_dim: int, beta: float, groups: int, l2_norm: bool,
@@ -153,8 +102,9 @@ class _Quantizer(nn.Module):
         w = self.embedding.weight
         return F.normalize(w, dim=1) if self.l2_norm else w
 
-    def forward(self, z: torch.Tensor):
-        """z (B, D, H, W) -> z_q (B, D, H, W) in z's dtype, loss (), indices (B, H, W) or (B, H, W, G)."""
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """z (B, D, H, W) -> QuantizerOutput(z_q (B, D, H, W) in z's dtype, vq_loss (), indices (B, H, W) or
+        (B, H, W, G)). In training, the codebook-health options and the EMA see the global batch under torchrun."""
         if z.ndim != 4 or z.shape[1] != self.embed_dim:
             got = z.shape[1] if z.ndim == 4 else f"shape {tuple(z.shape)}"
             raise ValueError(f"{type(self).__name__} expects z of shape (B, {self.embed_dim}, H, W) "
@@ -166,17 +116,19 @@ class _Quantizer(nn.Module):
         if self.l2_norm:
             flat = F.normalize(flat, dim=1)
         if self.training:
-            self._restart_codes(flat)
+            finite = self._finite_rows(flat)
+            self._restart_codes(flat if finite is None else flat[finite])
         codebook = self.codebook
         indices = nearest_codes(flat, codebook, self.chunk_size)
         flat_q = F.embedding(indices, codebook)  # looked up before any EMA update
         loss = self._loss(flat, flat_q)
         if self.training:
             with torch.no_grad():
-                self._after_assign(flat.detach(), indices)
+                keep = slice(None) if finite is None else finite
+                self._after_assign(flat.detach()[keep], indices[keep])
         z_q = rearrange(straight_through(flat, flat_q), "(b h w g) d -> b (g d) h w", b=B, h=H, w=W, g=G)
         indices = rearrange(indices, "(b h w g) -> b h w g", b=B, h=H, w=W, g=G)
-        return z_q.to(z.dtype), loss, indices.squeeze(-1) if G == 1 else indices
+        return QuantizerOutput(z_q.to(z.dtype), loss, indices.squeeze(-1) if G == 1 else indices)
 
     def get_codebook_entry(self, indices: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Tensor:
         """Codes -> z_q (B, D, H, W). ``indices`` is (B, H, W), or (B, H, W, G) with groups; taming's form
@@ -198,25 +150,48 @@ class _Quantizer(nn.Module):
         return rearrange(z_q, "b h w g d -> b (g d) h w")
 
     @torch.no_grad()
+    def _finite_rows(self, flat: torch.Tensor) -> torch.Tensor | None:
+        """None when every latent is finite; else a bool mask (N,) of the finite rows, and a warning: NaN or Inf
+        latents never reach the codebook (one NaN in an EMA average would poison its code for good)."""
+        finite = torch.isfinite(flat).all(dim=1)
+        if bool(finite.all()):
+            return None
+        bad = int((~finite).sum())
+        warnings.warn(f"{type(self).__name__}: {bad} of {flat.shape[0]} latent vectors are NaN or Inf; they were "
+                      "left out of the codebook update (EMA statistics, dead-code restarts, k-means init). Find "
+                      "where they come from: a too-high learning rate, fp16 overflow, or NaN input images.",
+                      RuntimeWarning, stacklevel=3)
+        return finite
+
+    @torch.no_grad()
     def _restart_codes(self, flat: torch.Tensor) -> None:
-        """k-means init on the first training batch; restart codes unused for ``dead_code_threshold`` steps."""
-        if self.kmeans_init and not bool(self.initted):
+        """k-means init on the first training batch; restart codes unused for ``dead_code_threshold`` steps.
+
+        Under torchrun both draw from the global batch (gathered in rank order) with the same random stream on
+        every rank, so every rank sets the same codes, and N processes match one."""
+        need_init = self.kmeans_init and not bool(self.initted)
+        dead = (self.steps_unused >= self.dead_code_threshold).nonzero().squeeze(1) \
+            if self.dead_code_threshold > 0 else None
+        if not need_init and (dead is None or not dead.numel()):
+            return
+        flat = all_gather_rows(flat.contiguous())
+        if need_init:
             self._set_codes(torch.arange(self.n_embed, device=flat.device), kmeans(flat, self.n_embed))
             self.initted.fill_(True)
-        if self.dead_code_threshold > 0:
-            dead = (self.steps_unused >= self.dead_code_threshold).nonzero().squeeze(1)
-            if dead.numel():  # re-initialise each dead code from a random encoder output of this batch
-                pick = torch.randint(flat.shape[0], (dead.numel(),), device=flat.device)
-                self._set_codes(dead, flat[pick].float())
-                self.steps_unused[dead] = 0
+        if dead is not None and dead.numel() and flat.shape[0]:
+            # re-initialise each dead code from a random encoder output of this batch
+            pick = torch.randint(flat.shape[0], (dead.numel(),), device=flat.device)
+            self._set_codes(dead, flat[pick].float())
+            self.steps_unused[dead] = 0
 
     def _set_codes(self, which: torch.Tensor, vectors: torch.Tensor) -> None:
         self.embedding.weight.data[which] = vectors.to(self.embedding.weight.dtype)
 
     def _after_assign(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
         if self.dead_code_threshold > 0:
+            used = all_reduce_sum(torch.bincount(indices, minlength=self.n_embed)) > 0  # (K,) over all ranks
             self.steps_unused += 1
-            self.steps_unused[indices] = 0
+            self.steps_unused[used] = 0
 
     def extra_repr(self) -> str:
         opts = [f"n_embed={self.n_embed}", f"embed_dim={self.embed_dim}", f"beta={self.beta}"]
@@ -288,8 +263,10 @@ class EMAVectorQuantizer(_Quantizer):
 
     def _after_assign(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
         super()._after_assign(flat, indices)
-        cluster_size, embed_sum, codebook = ema_update(self.cluster_size, self.embed_sum, flat.float(), indices,
-                                                       self.decay, self.eps)
+        counts, sums = assignment_stats(flat.float(), indices, self.n_embed, self.embed_sum.dtype)
+        counts, sums = all_reduce_sum(counts), all_reduce_sum(sums)  # the global batch's statistics
+        cluster_size, embed_sum, codebook = ema_from_stats(self.cluster_size, self.embed_sum, counts, sums,
+                                                           self.decay, self.eps)
         self.cluster_size.copy_(cluster_size)
         self.embed_sum.copy_(embed_sum)
         self.embedding.weight.data.copy_(codebook)

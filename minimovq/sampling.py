@@ -19,7 +19,7 @@ from einops import rearrange
 
 from minimovq.maskgit import cosine_schedule
 
-__all__ = ["select_to_remask", "sample", "sample_autoregressive", "tokenize_dataset", "gumbel_noise"]
+__all__ = ["select_to_remask", "sample", "sample_autoregressive", "gumbel_noise"]
 
 
 def gumbel_noise(shape, generator=None, device=None):
@@ -176,39 +176,3 @@ def sample_autoregressive(model, batch_size, temperature=1.0, top_k=None, labels
             out[:, i] = (logits / temperature + gumbel_noise(logits.shape, generator, device)).argmax(-1)
     model.train(was_training)
     return _as_grid(model, out)
-
-
-@torch.no_grad()
-def tokenize_dataset(tokenizer, dataset_or_loader, batch_size=64, device=None, progress=False):
-    """Encode a dataset once with a trained VQ tokenizer (e.g. ``minimovq.movq.MoVQ``).
-
-    Items (or loader batches) are images, or (image, label) pairs. ``tokenizer.encode(x)`` must return
-    (quant (B, C, h, w), loss, indices) with B·h·w·G indices, ordered b, h, w (then g).
-    Returns a LongTensor (N, h, w) (G = 1) or (N, h, w, G) on the CPU, and a LongTensor (N,) of labels
-    as a second value when the items carry labels.
-    """
-    if isinstance(dataset_or_loader, torch.utils.data.DataLoader):
-        loader = dataset_or_loader
-    else:
-        loader = torch.utils.data.DataLoader(dataset_or_loader, batch_size=batch_size, shuffle=False)
-    device = device or next(tokenizer.parameters()).device
-    was_training = tokenizer.training
-    tokenizer.eval()
-    tokens, labels = [], []
-    it = loader
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(loader, desc="tokenize")
-    for batch in it:
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        if isinstance(batch, (list, tuple)) and len(batch) > 1:
-            labels.append(torch.as_tensor(batch[1]).long().cpu())
-        quant, _, idx = tokenizer.encode(x.to(device))
-        B, _, h, w = quant.shape
-        grid = idx.reshape(B, h, w, -1).long().cpu()  # (B, h, w, G)
-        tokens.append(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    tokenizer.train(was_training)
-    if not tokens:
-        raise ValueError("tokenize_dataset got an empty dataset; pass a dataset with at least one image.")
-    tokens = torch.cat(tokens)
-    return (tokens, torch.cat(labels)) if labels else tokens

@@ -22,6 +22,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .profiles import amp_dtype
+from .viz import moving_average, plot_history  # moving_average re-exported
 
 try:  # tqdm.auto picks the widget bar in notebooks and the text bar elsewhere
     from tqdm.auto import tqdm
@@ -44,8 +45,6 @@ class History(dict):
 
     def plot(self, keys: Iterable[str] | None = None, smooth: int = 0, ax=None, logy: bool = False, title=None):
         """Plot the curves of ``keys`` (all by default); ``smooth`` is a moving-average window."""
-        from .viz import plot_history
-
         return plot_history(self, keys=keys, smooth=smooth, ax=ax, logy=logy, title=title)
 
 
@@ -223,19 +222,6 @@ def fit_simple(model: nn.Module, loader: Iterable, loss_fn: Callable[[Any], torc
         return out if isinstance(out, Mapping) else {"loss": out}
 
     return trainer.fit(loader, step_fn, steps, desc=desc)
-
-
-def moving_average(values: list[float], window: int) -> list[float]:
-    """Trailing moving average (the same length as ``values``)."""
-    if window <= 1:
-        return list(values)
-    out, acc = [], 0.0
-    for i, v in enumerate(values):
-        acc += v
-        if i >= window:
-            acc -= values[i - window]
-        out.append(acc / min(i + 1, window))
-    return out
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

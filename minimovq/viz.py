@@ -58,12 +58,23 @@ def compare_grid(rows: Mapping[str, torch.Tensor], n: int = 8, title: str | None
     return fig
 
 
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing moving average (the same length as ``values``)."""
+    if window <= 1:
+        return list(values)
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
 def plot_history(history: Mapping[str, Sequence[float]], keys: Iterable[str] | None = None, smooth: int = 0,
                  ax=None, logy: bool = False, title: str | None = None):
     """Plot training curves from a ``{name: [value per step]}`` mapping, optionally smoothed."""
     import matplotlib.pyplot as plt
-
-    from .train import moving_average
 
     keys = list(keys) if keys is not None else list(history.keys())
     if ax is None:

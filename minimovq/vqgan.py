@@ -6,10 +6,11 @@ has taming's state-dict keys, so a released taming checkpoint loads with ``stric
 entries are dropped (:meth:`VQGAN.from_pretrained`)::
 
     model = VQGAN.from_config("tiny")                       # a lesson-sized model
-    quant, codebook_loss, indices = model.encode(x)         # x: (B, 3, H, W) in [-1, 1]
+    z_q, vq_loss, indices = model.encode(x)               # x: (B, 3, H, W) in [-1, 1]
+    x_hat, vq_loss, indices = model(x)                     # named tuples: model(x).x_hat
     x_hat = model.decode_indices(indices)                   # any batch size and grid
 
-Data flow: ``quant, loss, idx = quantize(quant_conv(encoder(x)))`` and ``x̂ = decoder(post_quant_conv(quant))``.
+Data flow: ``z_q, loss, idx = quantize(quant_conv(encoder(x)))`` and ``x̂ = decoder(post_quant_conv(z_q))``.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from .blocks import Decoder, Encoder, NormFactory, Normalize
+from .outputs import ModelOutput, QuantizerOutput
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, unwrap_state_dict
 from .quantize import VectorQuantizer
 from .validate import check_images
@@ -100,21 +102,21 @@ class VQGAN(nn.Module):
         """``decoder.conv_out.weight``: where the loss measures gradient norms for the adaptive GAN weight."""
         return self.decoder.conv_out.weight
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, C, H, W) in [-1, 1] -> quant (B, D, H/f, W/f), codebook_loss (scalar), indices (B, H/f, W/f)
-        (or (B, H/f, W/f, G) with ``groups=G``)."""
+    def encode(self, x: torch.Tensor) -> QuantizerOutput:
+        """(B, C, H, W) in [-1, 1] -> QuantizerOutput(z_q (B, D, H/f, W/f), vq_loss (), indices (B, H/f, W/f))
+        (indices (B, H/f, W/f, G) with ``groups=G``)."""
         check_images(x, channels=self.encoder.in_channels, multiple_of=self.downsample_factor, name="x")
         # h = quant_conv(E(x)); (z_q, L_VQ, idx) = Q(h)
         h = self.quant_conv(self.encoder(x))  # (B, D, h, w)
         # Nearest-code search and the codebook loss in fp32 even under AMP: fp16 distances tie and overflow.
         with torch.autocast(device_type=h.device.type, enabled=False):
-            quant, codebook_loss, indices = self.quantize(h.float())
-        return quant, codebook_loss, indices
+            z_q, vq_loss, indices = self.quantize(h.float())
+        return QuantizerOutput(z_q, vq_loss, indices)  # a learner's quantizer may return a plain tuple
 
-    def decode(self, quant: torch.Tensor) -> torch.Tensor:
-        """quant (B, D, h, w) -> x̂ = decoder(post_quant_conv(quant)), (B, out_ch, h·f, w·f), not clamped."""
-        self._check_quant(quant)
-        return self.decoder(self.post_quant_conv(quant))
+    def decode(self, z_q: torch.Tensor) -> torch.Tensor:
+        """z_q (B, D, h, w) -> x̂ = decoder(post_quant_conv(z_q)), (B, out_ch, h·f, w·f), not clamped."""
+        self._check_quant(z_q)
+        return self.decoder(self.post_quant_conv(z_q))
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Code indices (B, h, w) — or (B, h, w, G) with multichannel quantization — -> images (B, C, h·f, w·f).
@@ -124,15 +126,15 @@ class VQGAN(nn.Module):
             raise ValueError("indices must be an integer tensor (B, h, w) or (B, h, w, G) as returned by encode()")
         return self.decode(self.quantize.get_codebook_entry(indices.long()))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, C, H, W) in [-1, 1] -> (x̂ (B, C, H, W), codebook_loss)."""
-        quant, codebook_loss, _ = self.encode(x)
-        return self.decode(quant), codebook_loss
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        """x (B, C, H, W) in [-1, 1] -> ModelOutput(x_hat (B, C, H, W), vq_loss (), indices)."""
+        z_q, vq_loss, indices = self.encode(x)
+        return ModelOutput(self.decode(z_q), vq_loss, indices)
 
-    def _check_quant(self, quant: torch.Tensor) -> None:
-        if not isinstance(quant, torch.Tensor) or quant.ndim != 4 or quant.shape[1] != self.embed_dim:
-            got = tuple(quant.shape) if isinstance(quant, torch.Tensor) else type(quant).__name__
-            raise ValueError(f"quant must have shape (B, {self.embed_dim}, h, w) (embed_dim={self.embed_dim}), "
+    def _check_quant(self, z_q: torch.Tensor) -> None:
+        if not isinstance(z_q, torch.Tensor) or z_q.ndim != 4 or z_q.shape[1] != self.embed_dim:
+            got = tuple(z_q.shape) if isinstance(z_q, torch.Tensor) else type(z_q).__name__
+            raise ValueError(f"z_q must have shape (B, {self.embed_dim}, h, w) (embed_dim={self.embed_dim}), "
                              f"got {got}; pass the first output of encode()")
 
     # ------------------------------------------------------------------ construction and loading
@@ -156,20 +158,46 @@ class VQGAN(nn.Module):
         return copy.deepcopy(configs[name])
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, config: str | dict[str, Any] = "vqgan_imagenet_f16_1024",
-                        legacy: bool = True, **overrides: Any) -> "VQGAN":
-        """Load a taming-transformers Lightning checkpoint (``{"state_dict": ...}``), e.g. the released
-        ``vqgan_imagenet_f16_1024`` ``last.ckpt``. ``config`` is a name in ``CONFIGS`` or a dict with
-        ``ddconfig``, ``n_embed`` and ``embed_dim`` (taming keeps it in a separate .yaml file).
+    def from_pretrained(cls, name: str, checkpoint_path: str | os.PathLike | None = None,
+                        **overrides: Any) -> "VQGAN":
+        """A released model by name; one convention for VQGAN and MoVQ.
 
-        The file is read with ``weights_only=True``; ``loss.*`` (LPIPS, discriminator) entries are dropped and
-        the rest must match this model exactly (``strict=True``). ``legacy=True`` keeps taming's loss numbers."""
-        cfg = cls._config(config) if isinstance(config, str) else copy.deepcopy(config)
-        model = cls(**{**cfg, "legacy": legacy, **overrides})
-        hint = ("download a taming-transformers VQGAN checkpoint (e.g. vqgan_imagenet_f16_1024's last.ckpt) "
-                "and pass its path")
-        load_official_weights(model, path, hint=hint)
+        ``name`` is a named configuration (``VQGAN.from_pretrained("vqgan_imagenet_f16_1024", path)``,
+        ``MoVQ.from_pretrained("67M")``) or a config dict (taming keeps its config in a separate .yaml file).
+        ``checkpoint_path`` is the local file; without it, MoVQ downloads SBER's release from Hugging Face, and
+        VQGAN (whose release has no stable download address) raises an error that says where to get it.
+
+        The file is read with ``weights_only=True``, a Lightning ``{"state_dict": ...}`` is unwrapped, ``loss.*``
+        and weight-EMA (``model_ema.*``) entries are dropped, and the rest must match the model exactly
+        (``strict=True``). The model comes back in eval mode with ``legacy=True`` (the official loss
+        convention); keyword arguments override the config."""
+        if isinstance(name, os.PathLike) or (isinstance(name, str) and (os.sep in name or name.endswith((".ckpt", ".pt", ".pth")))):
+            raise ValueError(f"from_pretrained takes a release name first, got the path {str(name)!r}; call "
+                             f"{cls.__name__}.from_pretrained(<name>, checkpoint_path={str(name)!r}) with <name> one of "
+                             f"{', '.join(cls._configs())}")
+        cfg = copy.deepcopy(name) if isinstance(name, dict) else cls._config(name)
+        label = name if isinstance(name, str) else "custom"
+        how = cls._pretrained_how(label)
+        if checkpoint_path is None:
+            if not isinstance(name, str):
+                raise ValueError("a config dict needs checkpoint_path=: there is nothing to download for it")
+            checkpoint_path = cls._fetch_pretrained(name)
+        model = cls(**{**cfg, "legacy": True, **overrides})
+        load_official_weights(model, checkpoint_path, hint=how)
         return model.eval()
+
+    @classmethod
+    def _pretrained_how(cls, name: str) -> str:
+        """What to do when the weights cannot be fetched automatically."""
+        return (f"download a taming-transformers checkpoint for {name!r} (the 'last.ckpt' linked from the "
+                f"taming-transformers README) and pass {cls.__name__}.from_pretrained({name!r}, "
+                f"checkpoint_path='path/to/last.ckpt')")
+
+    @classmethod
+    def _fetch_pretrained(cls, name: str) -> str:
+        """taming's releases live on a university file server without stable file addresses: no download."""
+        raise CheckpointError(f"{cls.__name__}.from_pretrained({name!r}) needs checkpoint_path=: "
+                              f"{cls._pretrained_how(name)}")
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this model (with the default quantizer)."""

@@ -18,12 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .outputs import ModelOutput, QuantizerOutput
 from .quantize import EMAVectorQuantizer, VectorQuantizer
-
-try:
-    from .validate import check_images
-except ImportError:  # pragma: no cover - the foundation's validate module is optional here
-    check_images = None
+from .validate import check_images
 
 __all__ = ["ResidualStack", "VQVAE"]
 
@@ -91,14 +88,12 @@ class VQVAE(nn.Module):
             return VectorQuantizer(n_embed, embed_dim, beta=beta, **kwargs)
         raise ValueError(f"quantizer must be 'ema', 'vq' or an nn.Module, got {quantizer!r}")
 
-    def encode(self, x: torch.Tensor):
-        """x (B, C, H, W) -> z_q (B, D, H/4, W/4), loss (), indices (B, H/4, W/4) (or (..., G) with groups)."""
-        if check_images is not None:
-            check_images(x, channels=self.in_channels, multiple_of=4, name=f"{type(self).__name__} input")
-        elif x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"input must have shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+    def encode(self, x: torch.Tensor) -> QuantizerOutput:
+        """x (B, C, H, W) -> QuantizerOutput(z_q (B, D, H/4, W/4), vq_loss (), indices (B, H/4, W/4))
+        (indices (B, H/4, W/4, G) with groups)."""
+        check_images(x, channels=self.in_channels, multiple_of=4, name=f"{type(self).__name__} input")
         z_e = self.quant_conv(self.encoder(x))
-        return self.quantize(z_e)
+        return QuantizerOutput(*self.quantize(z_e))
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
         """z_q (B, D, h, w) -> x̂ (B, C, 4h, 4w)."""
@@ -108,7 +103,7 @@ class VQVAE(nn.Module):
         """Codes (B, h, w) (or (B, h, w, G)) -> x̂ (B, C, 4h, 4w), for any batch size and grid."""
         return self.decode(self.quantize.get_codebook_entry(indices))
 
-    def forward(self, x: torch.Tensor):
-        """x (B, C, H, W) -> x̂ (B, C, H, W), the quantizer's loss (), indices (B, H/4, W/4)."""
-        z_q, loss, indices = self.encode(x)
-        return self.decode(z_q), loss, indices
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        """x (B, C, H, W) -> ModelOutput(x_hat (B, C, H, W), vq_loss (), indices (B, H/4, W/4))."""
+        z_q, vq_loss, indices = self.encode(x)
+        return ModelOutput(self.decode(z_q), vq_loss, indices)

@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minimovq.maskgit import (MaskGIT, cosine_schedule, drop_labels, make_optimizer, mask_tokens, prior_loss, sample,
-                              sample_autoregressive, select_to_remask, tokenize_dataset)
+from minimovq.maskgit import MaskGIT, cosine_schedule, drop_labels, make_optimizer, mask_tokens, prior_loss
+from minimovq.sampling import sample, sample_autoregressive, select_to_remask
+from minimovq.tokens import tokenize_dataset
 
 K, GRID = 16, (4, 5)
 N = GRID[0] * GRID[1]
@@ -287,7 +288,8 @@ def test_tokenize_dataset(groups):
     images = torch.rand(10, 3, 8, 8)
     labels = torch.arange(10) % 3
     tk = FakeTokenizer(groups)
-    tokens = tokenize_dataset(tk, images, batch_size=4)
+    tokens, none = tokenize_dataset(tk, images, batch_size=4)
+    assert none is None
     assert tokens.dtype == torch.long and tokens.shape == ((10, 4, 4) if groups == 1 else (10, 4, 4, groups))
     expected = (F.avg_pool2d(images, 2)[:, 0].clamp(0, 0.999) * K).long()
     assert torch.equal(tokens if groups == 1 else tokens[..., -1], expected)
@@ -302,7 +304,7 @@ def test_tokenize_dataset_with_a_real_movq_and_decode_back():
     torch.manual_seed(0)
     movq = MoVQ.from_config("tiny", groups=4).eval()  # f = 4: 16 px -> a 4×4 grid, 4 indices per position
     images = torch.rand(3, 3, 16, 16) * 2 - 1
-    tokens = tokenize_dataset(movq, images, batch_size=2)
+    tokens = tokenize_dataset(movq, images, batch_size=2).tokens
     assert tokens.shape == (3, 4, 4, 4) and tokens.max() < movq.n_embed
     prior = MaskGIT(movq.n_embed, tokens.shape[1:3], dim=32, depth=1, heads=4, groups=4).eval()
     assert prior(tokens).shape == (3, 16, 4, movq.n_embed)

@@ -47,7 +47,8 @@ from minimovq.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint
 from minimovq.maskgit import MaskGIT, drop_labels, make_optimizer, prior_loss
 from minimovq.metrics import format_table, frechet_distance  # FID's formula, in our own feature space
 from minimovq.movq import MoVQ
-from minimovq.sampling import sample, sample_autoregressive, tokenize_dataset
+from minimovq.sampling import sample, sample_autoregressive
+from minimovq.tokens import tokenize_dataset
 from minimovq.train import Trainer, count_parameters
 
 DATASET = "shapes"        # a labelled set: "shapes" (built in, offline) | "cifar10" | "mnist" | "photos"
