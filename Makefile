@@ -41,6 +41,7 @@ lab: setup
 
 # Unit tests and all ten notebooks (student + solution of every lesson) in the quick profile, two workers.
 test: setup
+	$(PY) -m ruff check minimovq tests benchmarks
 	CI=$${CI:-1} MINIMOVQ_PROFILE=quick OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) -m pytest -q -n $(JOBS) \
 		--dist loadfile --nbval-lax --nbval-cell-timeout=900 \
 		tests notebooks/*.ipynb notebooks/solutions/*.ipynb

@@ -95,8 +95,8 @@ def bench(device, batches, steps, repeats, train_batch, train_steps, amp):
     rows = []
     mg_name = f"MaskGIT T={steps}"
     for b in batches:
-        runs = {mg_name: (mg, lambda: sample(mg, b, steps=steps)),
-                "AR + KV cache": (ar, lambda: sample_autoregressive(ar, b))}
+        runs = {mg_name: (mg, lambda b=b: sample(mg, b, steps=steps)),
+                "AR + KV cache": (ar, lambda b=b: sample_autoregressive(ar, b))}
         with ctx():
             sec = timed({name: fn for name, (_, fn) in runs.items()}, device, repeats)
             for name, (model, fn) in runs.items():
@@ -132,7 +132,7 @@ def main():
         rows, train = bench(device, args.batches, args.steps, args.repeats, tb, ts, args.amp and cuda)
         if cuda:
             name = f"cuda ({torch.cuda.get_device_name(device)})"
-        for dev, b, sampler, passes, flops, sec in rows:
+        for _dev, b, sampler, passes, flops, sec in rows:
             if passes is None:
                 print(f"| {name} | {b} | **{sampler}** | | | **{sec:.1f}×** |")
             else:

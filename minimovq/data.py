@@ -281,7 +281,7 @@ def _celeba(root: Path, split: str, download: bool) -> _Files:
     if not files:
         raise FileNotFoundError(f"no JPEGs under {folder}")
     ids = [int(f.stem) if f.stem.isdigit() else 0 for f in files]          # 000001.jpg ... 202599.jpg
-    keep = [f for f, i in zip(files, ids) if (1 <= i <= 162770 if split == "train" else i >= 182638)]
+    keep = [f for f, i in zip(files, ids, strict=True) if (1 <= i <= 162770 if split == "train" else i >= 182638)]
     return _Files(keep, [0] * len(keep))
 
 

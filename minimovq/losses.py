@@ -5,7 +5,7 @@ Generator (the autoencoder), with x̂ the reconstruction and D the PatchGAN::
     nll    = mean( |x − x̂| + perceptual_weight · LPIPS(x, x̂) )          (pixel_loss="l1"; "l2": (x − x̂)²)
     g      = − mean( D(x̂) )
     λ      = clamp( ‖∇_L nll‖ / (‖∇_L g‖ + 1e-4), 0, 1e4 ) · disc_weight    (L = decoder.conv_out.weight)
-    loss_G = nll + λ · disc_factor · g + codebook_weight · codebook_loss
+    loss_G = nll + λ · disc_factor · g + codebook_weight · vq_loss
 
 Discriminator, run on the real and on the fake batch *separately* (its BatchNorm sees one kind at a time)::
 
@@ -160,9 +160,9 @@ class VQGANLoss(nn.Module):
         # nll = mean(|x − x̂| + w_p · LPIPS(x, x̂))   (taming's "nll"; its logvar is fixed at 0)
         return rec.mean(), pixel.mean(), p_loss.mean()
 
-    def generator_loss(self, codebook_loss: torch.Tensor, x: torch.Tensor, x_hat: torch.Tensor, step: int,
+    def generator_loss(self, vq_loss: torch.Tensor, x: torch.Tensor, x_hat: torch.Tensor, step: int,
                        last_layer: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        """loss_G for the autoencoder. x, x_hat: (B, C, H, W); codebook_loss: scalar; last_layer: the
+        """loss_G for the autoencoder. x, x_hat: (B, C, H, W); vq_loss: scalar (the quantizer's); last_layer: the
         decoder's last weight (``model.decoder.conv_out.weight``), needed for the adaptive weight.
 
         Returns (loss, logs); logs holds detached scalars: total_loss, quant_loss, nll_loss, pixel_loss
@@ -186,12 +186,12 @@ class VQGANLoss(nn.Module):
                     raise ValueError("the adaptive weight needs last_layer=model.decoder.conv_out.weight "
                                      "(or build the loss with use_adaptive_weight=False)")
                 d_weight = adaptive_weight(nll, g_loss, last_layer) * self.disc_weight
-        # loss_G = nll + λ · disc_factor · g + codebook_weight · codebook_loss
-        codebook_loss = torch.as_tensor(codebook_loss, device=nll.device).float().mean()
-        loss = nll + self.codebook_weight * codebook_loss
+        # loss_G = nll + λ · disc_factor · g + codebook_weight · vq_loss
+        vq_loss = torch.as_tensor(vq_loss, device=nll.device).float().mean()
+        loss = nll + self.codebook_weight * vq_loss
         if g_factor > 0:
             loss = loss + d_weight * g_factor * g_loss
-        logs = {"total_loss": loss, "quant_loss": codebook_loss, "nll_loss": nll, "pixel_loss": pixel, "p_loss": p_loss, "g_loss": g_loss, "d_weight": d_weight,
+        logs = {"total_loss": loss, "quant_loss": vq_loss, "nll_loss": nll, "pixel_loss": pixel, "p_loss": p_loss, "g_loss": g_loss, "d_weight": d_weight,
                 "disc_factor": torch.tensor(g_factor), "logits_fake": logits_fake.mean()}
         return loss, {k: v.detach() for k, v in logs.items()}
 

@@ -260,7 +260,7 @@ class LPIPS(nn.Module):
         """Per-layer distance maps before the spatial mean: 5 tensors (B, 1, H/2^k, W/2^k), k = 0..4."""
         self._check(x0, x1)
         maps = []
-        for k, (f0, f1) in enumerate(zip(self.features(x0), self.features(x1))):
+        for k, (f0, f1) in enumerate(zip(self.features(x0), self.features(x1), strict=True)):
             diff = (normalize_channels(f0) - normalize_channels(f1)).pow(2)   # (B, C_k, H_k, W_k)
             lin = getattr(self, f"lin{k}")
             maps.append(lin(diff.to(lin.model[1].weight.dtype)).float())    # (B, 1, H_k, W_k)

@@ -27,7 +27,7 @@ from einops import rearrange
 
 from .transformer import Block, KVCache, make_optimizer  # make_optimizer re-exported for the lessons
 
-__all__ = ["MaskGIT", "KVCache", "cosine_schedule", "mask_tokens", "drop_labels", "prior_loss", "make_optimizer"]
+__all__ = ["MaskGIT", "KVCache", "cosine_schedule", "mask_tokens", "select_to_remask", "drop_labels", "prior_loss", "make_optimizer"]
 
 
 class MaskGIT(nn.Module):
@@ -176,6 +176,19 @@ def cosine_schedule(r):
     return torch.cos(math.pi / 2 * r)
 
 
+def select_to_remask(confidence, n):
+    """BoolTensor (B, N), True at the n least-confident positions of each row.
+
+    confidence: (B, N) float (+inf never gets picked while finite entries remain).
+    n: an int, or a LongTensor (B,) with one count per row.
+    """
+    B, N = confidence.shape
+    n = torch.as_tensor(n, device=confidence.device).long().reshape(-1).expand(B)
+    # rank 0 = least confident; stable so that ties break by position
+    ranks = confidence.argsort(dim=-1, stable=True).argsort(dim=-1, stable=True)
+    return ranks < n[:, None]
+
+
 def mask_tokens(tokens, mask_id, generator=None):
     """Mask a batch for training: per sample, r ~ U(0,1) and ⌈γ(r)·N⌉ (at least 1) random positions.
 
@@ -183,7 +196,6 @@ def mask_tokens(tokens, mask_id, generator=None):
     masked positions (all G tokens of a masked position), mask is a BoolTensor (B, N), True where masked.
     Every random number comes from ``generator`` (on tokens' device) when it is given.
     """
-    from minimovq.sampling import select_to_remask
     B, N = tokens.shape[:2]
     r = torch.rand(B, generator=generator, device=tokens.device)
     # n = max(1, ⌈γ(r)·N⌉)

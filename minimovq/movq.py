@@ -16,7 +16,6 @@ codebook, so one position carries G indices (capacity K^G per position). The rel
 """
 from __future__ import annotations
 
-import os
 from functools import partial
 from typing import Any
 
@@ -28,7 +27,7 @@ from einops import rearrange
 from .blocks import NormFactory, Normalize
 from .hub import hf_download
 from .quantize import nearest_codes, straight_through
-from .vqgan import VQGAN, load_official_weights
+from .vqgan import VQGAN
 
 HF_REPO = "ai-forever/MoVQGAN"
 RELEASED = ("67M", "102M", "270M")  # names MoVQ.from_pretrained downloads
@@ -136,6 +135,9 @@ class MoVQ(VQGAN):
     @classmethod
     def _fetch_pretrained(cls, name: str) -> str:
         """Download ``movqgan_<name>.ckpt`` from the Hugging Face repo ``ai-forever/MoVQGAN``."""
+        if name not in RELEASED:
+            raise ValueError(f"SBER released no weights for config {name!r}; the released models are "
+                             f"{', '.join(RELEASED)} (or pass checkpoint_path= for your own file)")
         filename = f"movqgan_{name}.ckpt"
         return hf_download(HF_REPO, filename, cls._pretrained_how(name))
 

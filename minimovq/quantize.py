@@ -21,9 +21,10 @@ from einops import rearrange
 from torch import nn
 
 from .distributed import all_gather_rows, all_reduce_sum
-from .nearest import CHUNK_ELEMENTS, nearest_codes  # re-exported
+from .nearest import nearest_codes  # re-exported
 from .ema import assignment_stats, ema_from_stats, ema_update, kmeans  # re-exported
 from .outputs import QuantizerOutput
+from .rotation import rotate_to
 from .usage import CodebookUsage, codebook_usage, perplexity  # re-exported: measuring usage lives in .usage
 
 __all__ = ["QuantizerOutput", "nearest_codes", "codebook_loss", "commitment_loss", "straight_through", "quantize",
@@ -73,7 +74,8 @@ class _Quantizer(nn.Module):
     """
 
     def __init__(self, n_embed: int, embed_dim: int, beta: float, groups: int, l2_norm: bool,
-                 dead_code_threshold: int, kmeans_init: bool, chunk_size: int | None, init: str = "taming"):
+                 dead_code_threshold: int, kmeans_init: bool, chunk_size: int | None, init: str = "taming",
+                 rotation_trick: bool = False):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
@@ -90,6 +92,7 @@ class _Quantizer(nn.Module):
         bound = 1.0 / n_embed if init == "taming" else (3.0 / self.code_dim) ** 0.5
         nn.init.uniform_(self.embedding.weight, -bound, bound)
         self.init = init
+        self.rotation_trick = bool(rotation_trick)  # Fifty et al. 2024, minimovq.rotation; no state
         # Option buffers exist only when the option is on, so default state dicts match taming/SBER exactly.
         if self.dead_code_threshold > 0:
             self.register_buffer("steps_unused", torch.zeros(n_embed, dtype=torch.long))
@@ -126,7 +129,9 @@ class _Quantizer(nn.Module):
             with torch.no_grad():
                 keep = slice(None) if finite is None else finite
                 self._after_assign(flat.detach()[keep], indices[keep])
-        z_q = rearrange(straight_through(flat, flat_q), "(b h w g) d -> b (g d) h w", b=B, h=H, w=W, g=G)
+        # the decoder's gradient reaches z unchanged (straight-through) or rotated and rescaled (rotation trick)
+        z_q = rotate_to(flat, flat_q) if self.rotation_trick else straight_through(flat, flat_q)
+        z_q = rearrange(z_q, "(b h w g) d -> b (g d) h w", b=B, h=H, w=W, g=G)
         indices = rearrange(indices, "(b h w g) -> b h w g", b=B, h=H, w=W, g=G)
         return QuantizerOutput(z_q.to(z.dtype), loss, indices.squeeze(-1) if G == 1 else indices)
 
@@ -196,7 +201,7 @@ class _Quantizer(nn.Module):
     def extra_repr(self) -> str:
         opts = [f"n_embed={self.n_embed}", f"embed_dim={self.embed_dim}", f"beta={self.beta}"]
         for name, default in (("groups", 1), ("l2_norm", False), ("dead_code_threshold", 0), ("kmeans_init", False),
-                              ("init", "taming")):
+                              ("init", "taming"), ("rotation_trick", False)):
             if getattr(self, name) != default:
                 opts.append(f"{name}={getattr(self, name)!r}")
         return ", ".join(opts)
@@ -212,15 +217,17 @@ class VectorQuantizer(_Quantizer):
     Options (all off by default): ``groups`` (MoVQ multichannel codes sharing one codebook of width D/G),
     ``l2_norm`` (cosine codes), ``dead_code_threshold`` (restart a code unused for that many training
     batches from a random encoder output), ``kmeans_init`` (k-means on the first training batch),
-    ``init`` (the initial codebook: taming's U(±1/K) or Sonnet's ``"variance_scaling"``) and ``chunk_size``
-    (rows per distance block). With defaults the state dict is ``{"embedding.weight"}``.
+    ``init`` (the initial codebook: taming's U(±1/K) or Sonnet's ``"variance_scaling"``), ``chunk_size``
+    (rows per distance block) and ``rotation_trick`` (Fifty et al. 2024: the gradient to z is λRᵀg instead of
+    straight-through's g; see :mod:`minimovq.rotation`; the forward value is the same). With defaults the state
+    dict is ``{"embedding.weight"}``.
     """
 
     def __init__(self, n_embed: int, embed_dim: int, beta: float = 0.25, legacy: bool = False, groups: int = 1,
                  l2_norm: bool = False, dead_code_threshold: int = 0, kmeans_init: bool = False,
-                 chunk_size: int | None = None, init: str = "taming"):
+                 chunk_size: int | None = None, init: str = "taming", rotation_trick: bool = False):
         super().__init__(n_embed, embed_dim, beta, groups, l2_norm, dead_code_threshold, kmeans_init, chunk_size,
-                         init)
+                         init, rotation_trick)
         self.legacy = legacy
 
     def _loss(self, z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
@@ -242,9 +249,9 @@ class EMAVectorQuantizer(_Quantizer):
 
     def __init__(self, n_embed: int, embed_dim: int, beta: float = 0.25, decay: float = 0.99, eps: float = 1e-5,
                  groups: int = 1, l2_norm: bool = False, dead_code_threshold: int = 0, kmeans_init: bool = False,
-                 chunk_size: int | None = None, init: str = "taming"):
+                 chunk_size: int | None = None, init: str = "taming", rotation_trick: bool = False):
         super().__init__(n_embed, embed_dim, beta, groups, l2_norm, dead_code_threshold, kmeans_init, chunk_size,
-                         init)
+                         init, rotation_trick)
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}; 0.99 is the paper's value")
         self.decay, self.eps = decay, eps

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from minimovq.maskgit import cosine_schedule
+from minimovq.maskgit import cosine_schedule, select_to_remask  # select_to_remask re-exported
 
 __all__ = ["select_to_remask", "sample", "sample_autoregressive", "gumbel_noise"]
 
@@ -26,19 +26,6 @@ def gumbel_noise(shape, generator=None, device=None):
     """Standard Gumbel noise g = −log(−log u), u ~ U(0, 1), from ``generator`` when given."""
     u = torch.rand(shape, generator=generator, device=device).clamp_(min=1e-20)
     return -torch.log(-torch.log(u))
-
-
-def select_to_remask(confidence, n):
-    """BoolTensor (B, N), True at the n least-confident positions of each row.
-
-    confidence: (B, N) float (+inf never gets picked while finite entries remain).
-    n: an int, or a LongTensor (B,) with one count per row.
-    """
-    B, N = confidence.shape
-    n = torch.as_tensor(n, device=confidence.device).long().reshape(-1).expand(B)
-    # rank 0 = least confident; stable so that ties break by position
-    ranks = confidence.argsort(dim=-1, stable=True).argsort(dim=-1, stable=True)
-    return ranks < n[:, None]
 
 
 def _guidance_labels(model, labels, batch_size, guidance, device):

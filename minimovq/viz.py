@@ -49,7 +49,7 @@ def compare_grid(rows: Mapping[str, torch.Tensor], n: int = 8, title: str | None
 
     names = list(rows)
     fig, axes = plt.subplots(len(names), 1, figsize=(scale * n, scale * 1.1 * len(names)), squeeze=False)
-    for ax, name in zip(axes[:, 0], names):
+    for ax, name in zip(axes[:, 0], names, strict=False):
         show_grid(rows[name][:n], nrow=n, ax=ax)
         ax.set_title(name, loc="left", fontsize=10)
     if title:
@@ -98,7 +98,7 @@ def zoom_crops(rows: Mapping[str, torch.Tensor], box: tuple[int, int, int], inde
 
     top, left, size = box
     fig, axes = plt.subplots(1, len(rows), figsize=(scale * len(rows), scale), squeeze=False)
-    for ax, (name, imgs) in zip(axes[0], rows.items()):
+    for ax, (name, imgs) in zip(axes[0], rows.items(), strict=False):
         crop = imgs[index, :, top:top + size, left:left + size]
         ax.imshow(to_image(crop), interpolation="nearest")
         ax.set_title(name, fontsize=9)

@@ -98,7 +98,7 @@ def test_bad_configs_raise():
         Decoder(**dict(TINY, ch_mult=()))
 
 
-def test_pluggable_conditional_norm_receives_zq():
+def test_pluggable_conditional_norm_receives_z_q():
     seen = []
 
     class FiLM(nn.Module):
@@ -108,15 +108,15 @@ def test_pluggable_conditional_norm_receives_zq():
             super().__init__()
             self.norm = Normalize(c)
 
-        def forward(self, h, zq):
-            seen.append(zq.shape)
-            return self.norm(h) + zq.mean()
+        def forward(self, h, z_q):
+            seen.append(z_q.shape)
+            return self.norm(h) + z_q.mean()
 
     dec = Decoder(**TINY, norm=FiLM)
-    z, zq = torch.randn(1, 8, 4, 4), torch.randn(1, 5, 4, 4)
+    z, z_q = torch.randn(1, 8, 4, 4), torch.randn(1, 5, 4, 4)
     assert dec.conditional and not Decoder(**TINY).conditional
-    assert dec(z, zq=zq).shape == (1, 3, 8, 8)
+    assert dec(z, z_q=z_q).shape == (1, 3, 8, 8)
     n_norms = sum(isinstance(m, FiLM) for m in dec.modules())
-    assert len(seen) == n_norms and all(s == zq.shape for s in seen)
-    with pytest.raises(ValueError, match="zq"):
+    assert len(seen) == n_norms and all(s == z_q.shape for s in seen)
+    with pytest.raises(ValueError, match="z_q"):
         dec(z)

@@ -249,7 +249,7 @@ def test_vqgan_and_loss_under_cpu_autocast(lpips, dtype):
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     try:
         with torch.autocast("cpu", dtype=dtype):
-            x_hat, codebook_loss = model(x)
+            x_hat, codebook_loss, _ = model(x)
             loss_g, g_logs = loss_mod.generator_loss(codebook_loss, x, x_hat, 0, last_layer=model.last_layer)
             loss_d, d_logs = loss_mod.discriminator_loss(x, x_hat, 0)
     except RuntimeError as e:
@@ -280,7 +280,7 @@ def test_fp16_training_steps_on_cuda():
 
     def step_fn(x, step):
         with trainer.autocast():
-            x_hat, q = model(x)
+            x_hat, q, _ = model(x)
             loss_g, logs = loss_mod.generator_loss(q, x, x_hat, step, last_layer=model.last_layer)
             loss_d, d_logs = loss_mod.discriminator_loss(x, x_hat, step)
         assert x_hat.dtype == torch.float16

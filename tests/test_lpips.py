@@ -118,7 +118,7 @@ def test_sum_of_layer_distances_is_lpips(model):
     with torch.no_grad():
         f0, f1 = model.features(x0), model.features(x1)
         total = sum(lpips_layer_distance(a, b, getattr(model, f"lin{k}").model[1].weight.flatten())
-                    for k, (a, b) in enumerate(zip(f0, f1)))
+                    for k, (a, b) in enumerate(zip(f0, f1, strict=True)))
         maps = model.layer_distances(x0, x1)
         torch.testing.assert_close(total, model(x0, x1).flatten(), rtol=1e-5, atol=1e-6)
     assert [m.shape[-1] for m in maps] == [32, 16, 8, 4, 2]

@@ -158,19 +158,13 @@ def test_make_optimizer_warmup_and_decay_groups():
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_overfit_one_batch(causal):
+def test_overfit_one_batch(causal, overfit):
     m = tiny(causal=causal)
     tok = rand_tokens(1).expand(8, *GRID)  # one grid: the prior must learn it by heart
     opt, sched = make_optimizer(m, lr=3e-3, warmup=5)
     gen = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(60):
-        loss = prior_loss(m, tok, label_smoothing=0.0, generator=gen)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+    losses = overfit(lambda: prior_loss(m, tok, label_smoothing=0.0, generator=gen)["loss"], steps=60,
+                     optimizer=opt, scheduler=sched)
     assert losses[-1] < losses[0] / 10
 
 
@@ -191,7 +185,7 @@ def test_sample_follows_the_cosine_schedule(groups):
         masked = max(1, min(masked - 1, n))
         expected.append(masked)
     assert [int(c[0]) for c in still_masked] == expected + [0]
-    for prev, nxt in zip(hist["tokens"][:-1], hist["tokens"][1:]):  # fixed tokens stay fixed
+    for prev, nxt in zip(hist["tokens"][:-1], hist["tokens"][1:], strict=True):  # fixed tokens stay fixed
         fixed = prev != K
         assert torch.equal(nxt[fixed], prev[fixed])
 

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from minimovq import movq
 from minimovq.checkpoint import CheckpointError
-from minimovq.movq import CONFIGS, MoVQ, SpatialNorm, from_config, grid_artifact, group_quantize, smooth_regions
+from minimovq.metrics import grid_artifact, smooth_regions
+from minimovq.movq import CONFIGS, MoVQ, SpatialNorm, from_config, group_quantize
 from minimovq.quantize import VectorQuantizer, quantize
 
 from tiny_configs import DD, TINY  # tests/tiny_configs.py
@@ -31,12 +32,12 @@ def test_spatial_norm_equation_nearest_to_exact_size():
     assert list(sn.state_dict()) == ["norm_layer.weight", "norm_layer.bias", "conv_y.weight", "conv_y.bias",
                                      "conv_b.weight", "conv_b.bias"]
     assert sn.norm_layer.affine and sn.norm_layer.eps == 1e-6 and sn.norm_layer.num_groups == 32
-    f, zq = torch.randn(2, 64, 6, 9), torch.randn(2, 4, 2, 3)  # H ×3, W ×3, non-square
-    zq_up = zq.repeat_interleave(3, dim=2).repeat_interleave(3, dim=3)
-    expected = sn.norm_layer(f) * sn.conv_y(zq_up) + sn.conv_b(zq_up)
-    torch.testing.assert_close(sn(f, zq), expected)
+    f, z_q = torch.randn(2, 64, 6, 9), torch.randn(2, 4, 2, 3)  # H ×3, W ×3, non-square
+    z_q_up = z_q.repeat_interleave(3, dim=2).repeat_interleave(3, dim=3)
+    expected = sn.norm_layer(f) * sn.conv_y(z_q_up) + sn.conv_b(z_q_up)
+    torch.testing.assert_close(sn(f, z_q), expected)
     assert sn(torch.randn(1, 64, 5, 7), torch.randn(1, 4, 3, 2)).shape == (1, 64, 5, 7)  # non-integer factors
-    with pytest.raises(ValueError, match="zq must have shape"):
+    with pytest.raises(ValueError, match="z_q must have shape"):
         sn(f, torch.randn(2, 8, 2, 3))
 
 
@@ -69,23 +70,23 @@ def test_every_decoder_norm_is_spatial_and_encoder_plain(model):
 
 def test_data_flow_conv_in_gets_post_quant_and_norms_get_quant(model):
     x = images(2, 3, 16, 24)
-    quant, _, idx = model.encode(x)
-    seen, zqs = {}, []
+    z_q, _, idx = model.encode(x)
+    seen, z_qs = {}, []
 
     def conv_in_hook(module, inputs, output):
         seen["conv_in"] = inputs[0]
 
     def norm_hook(module, inputs, output):
-        zqs.append(inputs[1])
+        z_qs.append(inputs[1])
 
     model.decoder.conv_in.register_forward_hook(conv_in_hook)
     for m in model.decoder.modules():
         if isinstance(m, SpatialNorm):
             m.register_forward_hook(norm_hook)
-    x_hat = model.decode(quant)
+    x_hat = model.decode(z_q)
     assert x_hat.shape == x.shape
-    torch.testing.assert_close(seen["conv_in"], model.post_quant_conv(quant))
-    assert len(zqs) == sum(isinstance(m, SpatialNorm) for m in model.modules()) and all(z is quant for z in zqs)
+    torch.testing.assert_close(seen["conv_in"], model.post_quant_conv(z_q))
+    assert len(z_qs) == sum(isinstance(m, SpatialNorm) for m in model.modules()) and all(z is z_q for z in z_qs)
     torch.testing.assert_close(model.decode_indices(idx), x_hat)
     assert model.decode_indices(torch.randint(0, 32, (3, 5, 2))).shape == (3, 3, 10, 4)  # any batch and grid
 
@@ -95,12 +96,12 @@ def test_multichannel_groups():
     m = MoVQ(**TINY, groups=4)
     assert m.quantize.embedding.weight.shape == (32, 2)
     x = images(2, 3, 16, 16)
-    quant, _, idx = m.encode(x)
-    assert idx.shape == (2, 8, 8, 4) and quant.shape == (2, 8, 8, 8)
-    torch.testing.assert_close(m.decode_indices(idx), m.decode(quant))
-    # contiguous groups: channels [2g, 2g+2) of quant are code idx[..., g]
+    z_q, _, idx = m.encode(x)
+    assert idx.shape == (2, 8, 8, 4) and z_q.shape == (2, 8, 8, 8)
+    torch.testing.assert_close(m.decode_indices(idx), m.decode(z_q))
+    # contiguous groups: channels [2g, 2g+2) of z_q are code idx[..., g]
     e = m.quantize.embedding.weight
-    torch.testing.assert_close(quant[0, 2:4, 3, 5], e[idx[0, 3, 5, 1]])
+    torch.testing.assert_close(z_q[0, 2:4, 3, 5], e[idx[0, 3, 5, 1]])
 
 
 def test_group_quantize_reduces_to_plain_quantizer_and_is_straight_through():
@@ -193,19 +194,17 @@ def test_lesson_configs_and_vqgan_baseline_at_equal_budget():
     assert set(v.state_dict()) < {k.replace(".norm_layer.", ".") for k in m.state_dict()}
 
 
-def test_overfit_one_batch():
+def test_overfit_one_batch(overfit):
     torch.manual_seed(0)
     m = MoVQ(dict(DD, attn_resolutions=()), n_embed=32, embed_dim=8)
     x = F.interpolate(images(2, 3, 4, 4), size=(16, 16), mode="bilinear", align_corners=False)  # smooth images
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-    rec = []
-    for _ in range(60):
-        x_hat, qloss = m(x)
-        r = F.mse_loss(x_hat, x)
-        opt.zero_grad()
-        (r + qloss).backward()
-        opt.step()
-        rec.append(r.item())
+
+    def loss_fn():
+        x_hat, vq_loss, _ = m(x)
+        rec = F.mse_loss(x_hat, x)
+        return rec + vq_loss, rec
+
+    rec = overfit(loss_fn, m.parameters(), steps=60, lr=1e-3)
     assert rec[-1] < rec[0] / 10, rec[::10]
 
 
@@ -246,11 +245,11 @@ def test_smooth_regions_and_grid_artifact_measure():
     m = smooth_regions(edged, 4)
     assert not m[..., 12:20].any() and m[..., :8].all()
     # error unrelated to the grid: score near 0, blockiness near 1
-    clean = grid_artifact(x, x + 0.01 * torch.randn_like(x), 4)
+    clean = grid_artifact(x + 0.01 * torch.randn_like(x), x, 4)
     assert clean["score"] < 0.1 and abs(clean["blockiness"] - 1) < 0.2 and clean["smooth_fraction"] == 1.0
     assert clean["phase"].shape == (4, 4)
     # a staircase: one flat colour per latent cell (what runs of repeated codes produce)
     stairs = F.interpolate(F.avg_pool2d(x, 4), scale_factor=4, mode="nearest")
-    blocky = grid_artifact(x, stairs, 4)
+    blocky = grid_artifact(stairs, x, 4)
     assert blocky["blockiness"] > 3 and blocky["score"] > 0.3
     assert blocky["phase"][:, 0].mean() > blocky["phase"][:, 1].mean()   # errors peak at the cell borders

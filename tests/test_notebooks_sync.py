@@ -13,7 +13,7 @@ def test_generated_notebooks_are_up_to_date():
 def test_every_lesson_has_student_and_solution():
     targets = authoring.targets()
     assert len(targets) >= 2 and len(targets) % 2 == 0
-    for src, dst, sol in targets:
+    for _src, dst, _sol in targets:
         assert dst.exists(), dst
 
 
@@ -47,7 +47,7 @@ def test_student_notebook_has_stubs_and_solution_has_code(tmp_path):
 def test_repo_url_lives_in_one_place():
     cfg = authoring.read_config()
     assert cfg["repo"].startswith("https://")
-    for src, dst, sol in authoring.targets():
+    for _src, dst, _sol in authoring.targets():
         text = dst.read_text()
         assert cfg["repo"].split("github.com/")[-1] in text  # badge and setup cell carry the configured URL
 

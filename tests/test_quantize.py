@@ -121,7 +121,7 @@ def test_groups_share_one_codebook_over_contiguous_channels(cls, z):
     one = cls(16, 8, groups=1).eval()
     plain = cls(16, 8).eval()
     plain.load_state_dict(one.state_dict())
-    for a, b in zip(one(z), plain(z)):
+    for a, b in zip(one(z), plain(z), strict=True):
         assert torch.equal(a, b)
 
 

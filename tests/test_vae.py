@@ -31,19 +31,12 @@ def test_kl_closed_form_matches_torch_distributions():
     assert torch.allclose(vae.kl_divergence(mu, lv), ref, atol=1e-5)
 
 
-def test_overfit_one_batch():
+def test_overfit_one_batch(overfit):
     torch.manual_seed(0)
     m = vae.VAE(image_size=16, width=16, latent_dim=16)
     x = torch.rand(8, 3, 16, 16) * 2 - 1
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
-    first = None
-    for _ in range(150):
-        loss = vae.vae_loss(m, x, beta=0.01)["rec"]
-        first = first if first is not None else loss.item()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.1 * first
+    rec = overfit(lambda: vae.vae_loss(m, x, beta=0.01)["rec"], m.parameters(), steps=150, lr=3e-3)
+    assert rec[-1] < 0.1 * rec[0]
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -2,11 +2,10 @@
 import matplotlib
 
 matplotlib.use("Agg")
-import pytest
 import torch
 
 from minimovq import viz
-from minimovq.profiles import Profile, get_profile
+from minimovq.profiles import get_profile
 from minimovq.train import History
 
 

@@ -50,7 +50,7 @@ def test_lesson_configs_build_and_run():
         f = m.downsample_factor
         x = images(1, 3, cfg["resolution"], cfg["resolution"])
         if name == "tiny":
-            x_hat, loss = m(x)
+            x_hat, loss, _ = m(x)
             assert x_hat.shape == x.shape and loss.ndim == 0
         assert f == 2 ** (len(cfg["ch_mult"]) - 1)
     with pytest.raises(ValueError, match="unknown config"):
@@ -59,9 +59,9 @@ def test_lesson_configs_build_and_run():
 
 def test_encode_decode_shapes_and_decode_indices_any_grid(model):
     x = images(3, 3, 16, 24)
-    quant, loss, idx = model.encode(x)
-    assert quant.shape == (3, 8, 8, 12) and idx.shape == (3, 8, 12) and loss.ndim == 0
-    torch.testing.assert_close(model.decode_indices(idx), model.decode(quant))
+    z_q, loss, idx = model.encode(x)
+    assert z_q.shape == (3, 8, 8, 12) and idx.shape == (3, 8, 12) and loss.ndim == 0
+    torch.testing.assert_close(model.decode_indices(idx), model.decode(z_q))
     # a batch and grid never seen in training
     idx2 = torch.randint(0, 32, (5, 3, 7))
     assert model.decode_indices(idx2).shape == (5, 3, 6, 14)
@@ -70,7 +70,7 @@ def test_encode_decode_shapes_and_decode_indices_any_grid(model):
 
 def test_forward_gradients_reach_encoder(model):
     x = images(2, 3, 16, 16)
-    x_hat, loss = model(x)
+    x_hat, loss, _ = model(x)
     assert x_hat.shape == x.shape
     (F.mse_loss(x_hat, x) + loss).backward()
     assert model.encoder.conv_in.weight.grad.abs().sum() > 0  # straight-through
@@ -135,7 +135,7 @@ def _fabricate_taming_ckpt(path, model):
 def test_from_pretrained_loads_taming_layout(tmp_path, model):
     path = tmp_path / "last.ckpt"
     _fabricate_taming_ckpt(path, model)
-    loaded = VQGAN.from_pretrained(path, config=TINY)
+    loaded = VQGAN.from_pretrained(TINY, checkpoint_path=path)
     assert not loaded.training and loaded.quantize.legacy
     x = images(2, 3, 16, 16)
     model.eval()
@@ -144,32 +144,40 @@ def test_from_pretrained_loads_taming_layout(tmp_path, model):
 
 def test_from_pretrained_errors(tmp_path, model):
     with pytest.raises(CheckpointError, match="no checkpoint file"):
-        VQGAN.from_pretrained(tmp_path / "missing.ckpt", config=TINY)
+        VQGAN.from_pretrained(TINY, checkpoint_path=tmp_path / "missing.ckpt")
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="weights_only"):
-        VQGAN.from_pretrained(bad, config=TINY)
+        VQGAN.from_pretrained(TINY, checkpoint_path=bad)
     path = tmp_path / "last.ckpt"
     _fabricate_taming_ckpt(path, model)
     with pytest.raises(ValueError, match="shape mismatches: quantize.embedding.weight"):
-        VQGAN.from_pretrained(path, config=dict(TINY, n_embed=64))
+        VQGAN.from_pretrained(dict(TINY, n_embed=64), checkpoint_path=path)
     with pytest.raises(ValueError, match="missing keys: encoder.down.0.attn"):
-        VQGAN.from_pretrained(path, config=dict(TINY, ddconfig=dict(DD, attn_resolutions=(16, 8))))
+        VQGAN.from_pretrained(dict(TINY, ddconfig=dict(DD, attn_resolutions=(16, 8))), checkpoint_path=path)
 
 
-def test_overfit_one_batch():
+def test_from_pretrained_one_convention(tmp_path):
+    """VQGAN and MoVQ both take a release name first and the file as checkpoint_path=."""
+    with pytest.raises(ValueError, match="release name first.*checkpoint_path="):
+        VQGAN.from_pretrained(str(tmp_path / "last.ckpt"))
+    with pytest.raises(CheckpointError, match="needs checkpoint_path=.*taming-transformers"):
+        VQGAN.from_pretrained("vqgan_imagenet_f16_1024")
+    with pytest.raises(ValueError, match="unknown config 'nope'"):
+        VQGAN.from_pretrained("nope", checkpoint_path=tmp_path / "x.ckpt")
+
+
+def test_overfit_one_batch(overfit):
     torch.manual_seed(0)
     m = VQGAN(dict(DD, attn_resolutions=()), n_embed=32, embed_dim=8)
     x = F.interpolate(images(2, 3, 4, 4), size=(16, 16), mode="bilinear", align_corners=False)  # smooth images
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-    rec = []
-    for _ in range(60):
-        x_hat, qloss = m(x)
-        r = F.mse_loss(x_hat, x)
-        opt.zero_grad()
-        (r + qloss).backward()
-        opt.step()
-        rec.append(r.item())
+
+    def loss_fn():
+        x_hat, vq_loss, _ = m(x)
+        rec = F.mse_loss(x_hat, x)
+        return rec + vq_loss, rec
+
+    rec = overfit(loss_fn, m.parameters(), steps=60, lr=1e-3)
     assert rec[-1] < rec[0] / 10, rec[::10]
 
 

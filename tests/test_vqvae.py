@@ -65,17 +65,15 @@ def test_bad_input(x):
 
 
 @pytest.mark.parametrize("quantizer", ["ema", "vq"])
-def test_overfits_one_batch(quantizer):
+def test_overfits_one_batch(quantizer, overfit):
     torch.manual_seed(0)
     x = F.interpolate(torch.rand(2, 3, 4, 4) * 2 - 1, scale_factor=4)  # 16 px images made of 4×4 blocks
     model = VQVAE(**TINY, quantizer=quantizer)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    losses = []
-    for _ in range(100):
-        x_hat, qloss, _ = model(x)
+
+    def loss_fn():
+        x_hat, vq_loss, _ = model(x)
         rec = F.mse_loss(x_hat, x)
-        opt.zero_grad()
-        (rec + qloss).backward()
-        opt.step()
-        losses.append(rec.item())
+        return rec + vq_loss, rec
+
+    losses = overfit(loss_fn, model.parameters(), steps=100, lr=3e-3)
     assert losses[-1] < losses[0] / 4, (losses[0], losses[-1])

@@ -45,7 +45,7 @@ def SpatialNorm(cls, ref_cls):
     except RuntimeError as e:
         raise CheckFailure("the reference weights do not load into your module by name: "
                            + str(e).split("\n\t", 1)[-1].replace("\n\t", "; ")
-                           + "\n  hint: submodules norm_layer (GroupNorm, affine), conv_y, conv_b and nothing else")
+                           + "\n  hint: submodules norm_layer (GroupNorm, affine), conv_y, conv_b and nothing else") from None
 
     for f_shape, zq_shape, what in (((2, C, 8, 8), (2, D, 4, 4), "square grid"),
                                     ((2, C, 8, 6), (2, D, 2, 3), "non-square grid (H×4, W×2)"),

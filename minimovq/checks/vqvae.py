@@ -88,7 +88,7 @@ def ema_update(fn, ref_fn):
     saved = [t.clone() for t in inputs]
     for kwargs in (dict(decay=0.9, eps=0.1), {}):
         out = fn(*inputs, **kwargs)
-        expect(all(torch.equal(a, b) for a, b in zip(inputs, saved)), "ema_update modified its inputs in place",
+        expect(all(torch.equal(a, b) for a, b in zip(inputs, saved, strict=True)), "ema_update modified its inputs in place",
                hint="return new tensors (decay * cluster_size + ...), do not use add_, mul_ or index assignment")
         expect(isinstance(out, (tuple, list)) and len(out) == 3,
                "ema_update should return (cluster_size, embed_sum, codebook)")

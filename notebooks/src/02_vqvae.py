@@ -318,7 +318,7 @@ def train_vqvae(model, steps, desc):
 @torch.no_grad()
 def evaluate(model):
     """Quality and codebook health over the whole test split (not one batch)."""
-    scores = evaluate_reconstruction(lambda x: model(x)[0], test_loader, device=P.device)
+    scores = evaluate_reconstruction(lambda x: model(x).x_hat, test_loader, device=P.device)
     usage = codebook_usage(model, test_loader, device=P.device)
     return {"nmse": scores["mse"] / DATA_VAR, "psnr": scores["psnr"], "ssim": scores["ssim"],
             "usage %": 100 * usage.usage(), "perplexity": usage.perplexity()}, usage
@@ -445,7 +445,7 @@ g = torch.Generator().manual_seed(0)
 random_tokens = torch.multinomial(p_codes.cpu(), 8 * h * w, replacement=True, generator=g).view(8, h, w)
 with torch.no_grad():
     unigram_samples = ema_model.decode_indices(random_tokens.to(P.device)).clamp(-1, 1)
-    real_grids = ema_model.decode_indices(ema_model.encode(x_test[:8])[2]).clamp(-1, 1)
+    real_grids = ema_model.decode_indices(ema_model.encode(x_test[:8]).indices).clamp(-1, 1)
 bits_uniform = h * w * torch.log2(torch.tensor(float(N_EMBED))).item()
 bits_unigram = h * w * torch.log2(torch.tensor(train_usage.perplexity())).item()
 print(f"bits per image: {bits_uniform:.0f} with a uniform prior, {bits_unigram:.0f} with the unigram prior; "

@@ -329,7 +329,7 @@ def make_vqgan():
 
 vqgan = make_vqgan()
 d_demo = NLayerDiscriminator(n_layers=DISC_LAYERS).to(P.device)
-x_hat, _ = vqgan(x_test[:8])
+x_hat = vqgan(x_test[:8]).x_hat
 nll = ((x_test[:8] - x_hat).abs() + lpips(x_test[:8], x_hat)).mean()
 g = -d_demo(x_hat).mean()
 grad_rec = torch.autograd.grad(nll, vqgan.last_layer, retain_graph=True)[0].norm().item()
@@ -343,7 +343,7 @@ del x_hat, nll, g
 # %% [markdown]
 # ## 6. Training a VQGAN: two optimizers, one loop
 # `minimovq.losses.VQGANLoss` is taming's `VQLPIPSWithDiscriminator` built from the four pieces above (the reference
-# versions): `generator_loss(codebook_loss, x, x_hat, step, last_layer)` and `discriminator_loss(x, x_hat, step)`
+# versions): `generator_loss(vq_loss, x, x_hat, step, last_layer)` and `discriminator_loss(x, x_hat, step)`
 # each return `(loss, logs)`; its PatchGAN is `loss.discriminator`. The `Trainer` takes two optimizers: for every
 # step it back-propagates `"g"` into the autoencoder, then `"d"` into the discriminator (whose loss sees `x_hat`
 # detached). Both use Adam with taming's betas (0.5, 0.9) and gradient clipping; the generator's GAN weight ramps
@@ -369,8 +369,8 @@ def train_vqgan(name, loss_fn, steps):
 
     def step_fn(x, step):
         with trainer.autocast():
-            x_hat, codebook_loss = model(x)
-            loss_g, logs = loss_fn.generator_loss(codebook_loss, x, x_hat, step, last_layer=model.last_layer)
+            x_hat, vq_loss, _ = model(x)
+            loss_g, logs = loss_fn.generator_loss(vq_loss, x, x_hat, step, last_layer=model.last_layer)
             out = {"g": loss_g}
             if use_gan:
                 loss_d, d_logs = loss_fn.discriminator_loss(x, x_hat, step)
@@ -407,7 +407,7 @@ def sharpness(model):
 
 results = {}
 for name, model in models.items():
-    scores = evaluate_reconstruction(lambda x: model(x)[0], test_loader, device=P.device, lpips=lpips)
+    scores = evaluate_reconstruction(lambda x: model(x).x_hat, test_loader, device=P.device, lpips=lpips)
     results[name] = {"psnr": scores["psnr"], "ssim": scores["ssim"], "lpips": scores["lpips"],
                      "sharpness %": sharpness(model), "seconds": histories[name].seconds}
 print(f"{DATASET} {IMAGE_SIZE}px, VQGAN '{CONFIG}', {STEPS} steps × batch {BATCH} per arm "
@@ -524,7 +524,7 @@ else:
         path = checkpoint_dir() / "vqgan_imagenet_f16_1024.ckpt"
         if not path.exists():
             torch.hub.download_url_to_file(TAMING_CKPT, str(path))
-    taming = VQGAN.from_pretrained(path).to(P.device)
+    taming = VQGAN.from_pretrained("vqgan_imagenet_f16_1024", checkpoint_path=path).to(P.device)
     x256 = F.interpolate(x_test[:8], size=256, mode="bicubic", align_corners=False).clamp(-1, 1)
     with torch.no_grad():
         rec_taming = taming(x256)[0].clamp(-1, 1)

@@ -39,8 +39,8 @@ from minimovq import data, movq, viz
 from minimovq.checkpoint import CheckpointError, checkpoint_dir, run_checkpoint
 from minimovq.losses import VQGANLoss
 from minimovq.lpips import LPIPS
-from minimovq.metrics import evaluate_reconstruction, format_table
-from minimovq.movq import MoVQ, grid_artifact, smooth_regions
+from minimovq.metrics import evaluate_reconstruction, format_table, grid_artifact, smooth_regions
+from minimovq.movq import MoVQ
 from minimovq.quantize import VectorQuantizer, codebook_usage
 from minimovq.train import Trainer, count_parameters
 from minimovq.vqgan import VQGAN
@@ -131,28 +131,28 @@ for ax in axes:
 # paper reports it does (rFID 1.12 against VQGAN's 7.94 on ImageNet, with multichannel codes as well). We measure
 # it at our scale below.
 #
-# **Exercise 4.1.** Implement `SpatialNorm(f_channels, zq_channels)` as an `nn.Module` with submodules named
+# **Exercise 4.1.** Implement `SpatialNorm(f_channels, z_q_channels)` as an `nn.Module` with submodules named
 # exactly `norm_layer` (GroupNorm: 32 groups, eps 1e-6, affine), `conv_y` and `conv_b` (1×1 convolutions from
-# `zq_channels` to `f_channels`, with bias), so that SBER's weights load by name. In `forward(f, zq)`, upsample `zq`
+# `z_q_channels` to `f_channels`, with bias), so that SBER's weights load by name. In `forward(f, z_q)`, upsample `z_q`
 # with **nearest** interpolation to `f`'s exact height and width (`size=`, not a scale factor: grids need not be
 # square).
 
 # %%
 class SpatialNorm(nn.Module):
-    """f (B, C, H, W), zq (B, D, h, w) -> (B, C, H, W) = norm_layer(f) * conv_y(zq↑) + conv_b(zq↑)."""
+    """f (B, C, H, W), z_q (B, D, h, w) -> (B, C, H, W) = norm_layer(f) * conv_y(z_q↑) + conv_b(z_q↑)."""
 
-    def __init__(self, f_channels, zq_channels):
+    def __init__(self, f_channels, z_q_channels):
         super().__init__()
         # BEGIN SOLUTION Exercise 4.1: build norm_layer (GroupNorm 32, eps 1e-6, affine), conv_y and conv_b (1×1)
         self.norm_layer = nn.GroupNorm(num_groups=32, num_channels=f_channels, eps=1e-6, affine=True)
-        self.conv_y = nn.Conv2d(zq_channels, f_channels, kernel_size=1)
-        self.conv_b = nn.Conv2d(zq_channels, f_channels, kernel_size=1)
+        self.conv_y = nn.Conv2d(z_q_channels, f_channels, kernel_size=1)
+        self.conv_b = nn.Conv2d(z_q_channels, f_channels, kernel_size=1)
         # END SOLUTION
 
-    def forward(self, f, zq):
-        # BEGIN SOLUTION Exercise 4.1: upsample zq to f's size (nearest), then scale and shift the normalised f
-        zq_up = F.interpolate(zq, size=f.shape[-2:], mode="nearest")
-        return self.norm_layer(f) * self.conv_y(zq_up) + self.conv_b(zq_up)
+    def forward(self, f, z_q):
+        # BEGIN SOLUTION Exercise 4.1: upsample z_q to f's size (nearest), then scale and shift the normalised f
+        z_q_up = F.interpolate(z_q, size=f.shape[-2:], mode="nearest")
+        return self.norm_layer(f) * self.conv_y(z_q_up) + self.conv_b(z_q_up)
         # END SOLUTION
 
 import minimovq.checks.movq as checks
@@ -161,7 +161,7 @@ SpatialNorm = checks.SpatialNorm(SpatialNorm)
 # %% [markdown]
 # `minimovq.movq.MoVQ` is VQGAN with this module in place of **every** GroupNorm of the decoder (norm1 and norm2 of
 # each ResnetBlock, the attention block's norm, and norm_out); the encoder keeps plain GroupNorm. Data flow, as in
-# SBER's code: `conv_in` takes `post_quant_conv(quant)`, and every SpatialNorm takes `quant` itself.
+# SBER's code: `conv_in` takes `post_quant_conv(z_q)`, and every SpatialNorm takes `z_q` itself.
 # $$h = \text{quant\_conv}(E(x)),\quad (z_q, \mathcal L_{VQ}, \text{idx}) = Q(h),\quad
 #   \hat x = D\big(\text{post\_quant\_conv}(z_q);\ z_q\big).$$
 
@@ -260,8 +260,8 @@ def train_arm(name, steps):
 
     def step_fn(x, step):
         with trainer.autocast():
-            x_hat, codebook_loss = model(x)
-            loss_g, logs = loss_fn.generator_loss(codebook_loss, x, x_hat, step, last_layer=model.last_layer)
+            x_hat, vq_loss, _ = model(x)
+            loss_g, logs = loss_fn.generator_loss(vq_loss, x, x_hat, step, last_layer=model.last_layer)
             loss_d, d_logs = loss_fn.discriminator_loss(x, x_hat, step)
         return {"g": loss_g, "d": loss_d, **d_logs, **logs}
 
@@ -279,7 +279,7 @@ viz.plot_history({k: h["pixel_loss"] for k, h in histories.items()}, smooth=max(
 # %% [markdown]
 # ## 4. Measuring the artifact
 # PSNR, SSIM and LPIPS score the whole image. The artifact we are after is more specific: **error that follows the
-# latent grid inside smooth regions**. `minimovq.movq.grid_artifact(x, x_hat, f)` measures it:
+# latent grid inside smooth regions**. `minimovq.metrics.grid_artifact(x_hat, x, f)` measures it:
 # - *smooth regions*: pixels with no step larger than 0.15 (on the [-1, 1] scale) within ±f pixels — the gradients
 #   and the insides of flat shapes, not edges or textures;
 # - the **phase map**: the mean error $|\hat x - x|$ at each of the $f\times f$ positions *inside* a latent cell,
@@ -295,9 +295,9 @@ def reconstruct_all(model):
 
 recs_all, results, usages = {}, {}, {}
 for name, model in models.items():
-    scores = evaluate_reconstruction(lambda x: model(x)[0], test_loader, device=P.device, lpips=lpips)
+    scores = evaluate_reconstruction(lambda x: model(x).x_hat, test_loader, device=P.device, lpips=lpips)
     recs_all[name] = reconstruct_all(model)
-    art = grid_artifact(x_all, recs_all[name], F_DOWN)
+    art = grid_artifact(recs_all[name], x_all, F_DOWN)
     usages[name] = codebook_usage(model, test_loader, device=P.device)
     smooth = smooth_regions(x_all, F_DOWN)
     err_smooth = ((recs_all[name] - x_all).abs().mean(1, keepdim=True) * smooth).sum() / smooth.sum()
@@ -357,7 +357,7 @@ fig.suptitle("error by position inside a latent cell (phase map)", fontsize=10);
 # %%
 @torch.no_grad()
 def shared_neighbours(model):
-    idx = torch.cat([model.encode(b)[2] for b in x_all.split(64)])
+    idx = torch.cat([model.encode(b).indices for b in x_all.split(64)])
     idx = idx.reshape(*idx.shape[:3], -1)                                        # (N, h, w, G)
     same_h = (idx[:, :, 1:] == idx[:, :, :-1]).all(-1)                           # (N, h, w-1)
     same_v = (idx[:, 1:] == idx[:, :-1]).all(-1)                                 # (N, h-1, w)

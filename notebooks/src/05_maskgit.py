@@ -98,9 +98,9 @@ def load_or_train_tokenizer():
 
     def step_fn(x, step):
         with trainer.autocast():
-            x_hat, codebook_loss = model(x)
+            x_hat, vq_loss, _ = model(x)
         rec = F.mse_loss(x_hat.float(), x)
-        return {"loss": rec + codebook_loss, "rec": rec}
+        return {"loss": rec + vq_loss, "rec": rec}
 
     trainer.fit(data.make_loader(ds, batch_size=16), step_fn, steps=TOKENIZER_STEPS, desc="MoVQ")
     return model.eval(), DATASET, size
