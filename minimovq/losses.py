@@ -41,7 +41,7 @@ __all__ = ["VQGANLoss", "hinge_d_loss", "vanilla_d_loss", "adaptive_weight", "ad
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
-    """Hinge loss of the discriminator (reference for exercise 3.1). Logits of any shape -> scalar.
+    """Hinge loss of the discriminator (Lesson 3's exercise `hinge_d_loss`). Logits of any shape -> scalar.
 
     L_D = ½ ( mean relu(1 − D(x)) + mean relu(1 + D(x̂)) )
     """
@@ -58,7 +58,7 @@ def vanilla_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torc
 
 def adaptive_weight(nll_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor,
                     delta: float = 1e-4) -> torch.Tensor:
-    """VQGAN's adaptive weight λ (reference for exercise 3.2), without the disc_weight factor.
+    """VQGAN's adaptive weight λ (Lesson 3's exercise `adaptive_weight`), without the disc_weight factor.
 
     λ = clamp( ‖∇_L nll‖ / (‖∇_L g‖ + δ), 0, 1e4 ), detached.  Both losses are scalars that depend on
     the parameter ``last_layer`` (L); the graph is kept for the real backward pass. A gradient that is

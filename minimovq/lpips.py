@@ -61,7 +61,7 @@ def normalize_channels(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
 
 
 def lpips_layer_distance(f0: torch.Tensor, f1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """One layer's LPIPS term (reference for exercise 3.4).
+    """One layer's LPIPS term (the reference of Lesson 3's exercise `lpips_layer_distance`).
 
     f0, f1: (B, C, H, W) features of the two images; w: (C,) non-negative channel weights. Returns (B,):
 

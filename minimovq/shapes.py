@@ -10,7 +10,7 @@ from a stateful generator, so image 7 is the same whether you build 10 images or
 (the scene is described in image units, then rasterised). The whole dataset is rendered at construction,
 in batches of tensor operations (no per-pixel Python loops), and stored as uint8 (8-bit, like a real photo).
 
->>> ds = ShapesDataset(n=2000, image_size=32)   # ~0.1-0.3 s on one CPU core
+>>> ds = ShapesDataset(n=2000, image_size=32)
 >>> ds[0].shape, ds.classes[ds.labels[0]]
 (torch.Size([3, 32, 32]), ...)
 """
@@ -136,8 +136,7 @@ def sample_scenes(keys: torch.Tensor, single: bool = False) -> dict[str, torch.T
 
     ``single``: the labelled variant, one large flat-coloured object per image (radius 0.30-0.42 of the
     image width, centre within 0.42-0.58), so that the shape, and so the label, dominates what the image
-    shows; the background and colours follow the same rules. (Measured in Lesson 5: a prior trained on
-    smaller or textured single objects follows its class label far less often at the cpu budget.)
+    shows; the background and colours follow the same rules. Lesson 5's class-conditional prior trains on it.
 
     Returns tensors: ``corners`` (N, 3, 2, 2) background corner colours; per object slot (N, K): ``active``
     (the first 1..K slots are drawn, slot 0 at the back), ``cls`` (index into SHAPES_CLASSES), ``cx``, ``cy``,
