@@ -18,12 +18,13 @@ JOBS ?= 2
 # Jupyter refuses to start as root (common in containers) unless told it may.
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test setup notebooks check-notebooks unit nbtest bench clean help
+.PHONY: lab test setup notebooks check-notebooks unit nbtest bench reference clean help
 help:
 	@echo "make lab        set up the environment and open JupyterLab on notebooks/"
 	@echo "make test       set up the environment and run the unit tests + every notebook (quick profile)"
 	@echo "make notebooks  regenerate student + solution notebooks from notebooks/src/"
 	@echo "make bench      print the speed and memory tables in benchmarks/"
+	@echo "make reference  run every solution notebook (cpu profile) into docs/reference/ (about an hour)"
 
 $(ENV_DIR)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "minimovq needs Python 3.10 or newer"'
@@ -58,6 +59,11 @@ notebooks: setup
 
 check-notebooks: setup
 	$(PY) -m minimovq.authoring --check
+
+# Executed copies of every solution notebook + docs/reference/results.json (PROFILE=gpu: docs/reference/gpu/).
+PROFILE ?= cpu
+reference: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m minimovq.reference --profile $(PROFILE) $(LESSONS)
 
 bench: setup
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -1,0 +1,151 @@
+"""Reference results anyone can see: run every solution notebook and keep what it printed.
+
+``make reference`` (``python -m minimovq.reference``) executes each lesson's solution notebook in a fresh kernel
+in the ``cpu`` profile and writes
+
+* ``docs/reference/NN_name.ipynb``: the executed copy, outputs included, to read before running anything;
+* ``docs/reference/results.json``: one entry per lesson, keyed by its notebook name (``"01_vae"``, ...)::
+
+      {"profile": "cpu", "torch": "2.x", "date": "YYYY-MM-DD", "seconds": 612.3,
+       "results": {"ablation": {"vqgan": {"psnr": ..., ...}, ...}, ...}}
+
+``--profile gpu`` writes the same layout under ``docs/reference/gpu/``.
+
+A lesson reports its headline tables with :func:`record`; outside ``make reference`` the call only returns the
+table, so notebooks run the same everywhere::
+
+    from minimovq.reference import record
+    record("ablation", {"vqgan": {"psnr": 17.8, "ssim": 0.46}, ...})
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "docs" / "reference"
+ENV = "MINIMOVQ_RESULTS"  # the JSON file a notebook run records into (set by the runner)
+MAX_BYTES = 2_000_000  # an executed copy should stay readable on GitHub
+
+__all__ = ["record", "run_lesson", "reference_dir", "main"]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy of a table: tensors and numpy scalars become floats, NaN becomes None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "numel", lambda: 1)() == 1:
+        value = value.item()
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else round(value, 6)
+    if isinstance(value, (int, str, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def record(name: str, table: Any) -> Any:
+    """Record one headline table of this lesson under ``name`` and return ``table`` unchanged.
+
+    ``table`` is a number, or a (nested) dict of numbers such as ``{arm: {metric: value}}``. Under ``make
+    reference`` it is merged into that lesson's ``results`` in ``docs/reference/results.json``; elsewhere nothing
+    is written."""
+    path = os.environ.get(ENV)
+    if path:
+        p = Path(path)
+        data = json.loads(p.read_text()) if p.exists() and p.stat().st_size else {}
+        data[name] = _plain(table)
+        p.write_text(json.dumps(data, indent=1))
+    return table
+
+
+def reference_dir(profile: str = "cpu") -> Path:
+    """Where a profile's reference copies live: ``docs/reference`` (cpu) or ``docs/reference/<profile>``."""
+    return REFERENCE if profile == "cpu" else REFERENCE / profile
+
+
+def _solutions() -> dict[str, Path]:
+    """``{"01_vae": path of its solution notebook, ...}`` from the lesson sources."""
+    from . import authoring
+
+    return {src.stem: dst for src, dst, solution in authoring.targets() if solution}
+
+
+def _strip_widget_state(nb) -> None:
+    """Drop ipywidgets state (large, and useless without a kernel) so that copies stay small."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            out.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
+
+
+def run_lesson(lesson: str, profile: str = "cpu", timeout: int = 3600) -> dict[str, Any]:
+    """Execute one lesson's solution notebook; write its executed copy; return its results.json entry."""
+    import nbformat
+    import torch
+    from nbclient import NotebookClient
+
+    solutions = _solutions()
+    if lesson not in solutions:
+        raise ValueError(f"unknown lesson {lesson!r}; expected one of {', '.join(solutions)}")
+    src = solutions[lesson]
+    nb = nbformat.read(src, as_version=4)
+    out_dir = reference_dir(profile)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        results_file = Path(tmp) / "results.json"
+        env_backup = {k: os.environ.get(k) for k in (ENV, "MINIMOVQ_PROFILE", "MPLBACKEND")}
+        os.environ.update({ENV: str(results_file), "MINIMOVQ_PROFILE": profile, "MPLBACKEND": "module://matplotlib_inline.backend_inline"})
+        start = time.perf_counter()
+        try:
+            NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                           resources={"metadata": {"path": str(src.parent)}}).execute()
+        finally:
+            for k, v in env_backup.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        seconds = time.perf_counter() - start
+        results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    _strip_widget_state(nb)
+    dst = out_dir / f"{lesson}.ipynb"
+    nbformat.write(nb, dst)
+    size = dst.stat().st_size
+    if size > MAX_BYTES:
+        print(f"warning: {dst} is {size / 1e6:.1f} MB (aim for at most {MAX_BYTES / 1e6:.0f} MB): show fewer or "
+              "smaller images", file=sys.stderr)
+    return {"profile": profile, "torch": torch.__version__, "date": _dt.date.today().isoformat(),
+            "seconds": round(seconds, 1), "results": results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Run solution notebooks and write docs/reference/ (make reference).")
+    p.add_argument("lessons", nargs="*", help="lesson names such as 04_movq (default: every lesson)")
+    p.add_argument("--profile", default="cpu", choices=("quick", "cpu", "gpu"))
+    p.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    a = p.parse_args(argv)
+    lessons = a.lessons or list(_solutions())
+    index = reference_dir(a.profile) / "results.json"
+    index.parent.mkdir(parents=True, exist_ok=True)
+    for lesson in lessons:
+        print(f"== {lesson} ({a.profile} profile)", flush=True)
+        entry = run_lesson(lesson, a.profile, a.timeout)
+        data = json.loads(index.read_text()) if index.exists() else {}
+        data[lesson] = entry
+        index.write_text(json.dumps(dict(sorted(data.items())), indent=1) + "\n")  # after each lesson: keep progress
+        print(f"   {entry['seconds']:.0f} s, results: {', '.join(entry['results']) or 'none recorded'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""Reference results (make reference): the executed copies match the lessons, and results.json is complete."""
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from minimovq import reference
+from minimovq.reference import REFERENCE, _solutions, record
+
+LESSONS = _solutions()
+KEYS = {"profile", "torch", "date", "seconds", "results"}
+
+
+def _code(path):
+    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+@pytest.mark.parametrize("lesson", sorted(LESSONS))
+def test_reference_copy_runs_the_current_lesson(lesson):
+    """A changed lesson must be re-run: `make reference LESSONS=<lesson>`."""
+    copy = REFERENCE / f"{lesson}.ipynb"
+    assert copy.exists(), f"{copy} is missing: run `make reference LESSONS={lesson}` and commit it"
+    assert _code(copy) == _code(LESSONS[lesson]), (
+        f"{copy}'s code differs from {LESSONS[lesson]}: re-run `make reference LESSONS={lesson}` and commit it")
+    assert copy.stat().st_size <= 2.5e6, f"{copy} is {copy.stat().st_size / 1e6:.1f} MB: show smaller images"
+
+
+def test_results_json_has_one_entry_per_lesson():
+    data = json.loads((REFERENCE / "results.json").read_text())
+    assert set(data) == set(LESSONS)
+    for lesson, entry in data.items():
+        assert set(entry) >= KEYS, (lesson, set(entry))
+        assert entry["profile"] == "cpu" and entry["seconds"] > 0 and entry["results"], lesson
+
+
+def test_record_writes_only_under_make_reference(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.delenv(reference.ENV, raising=False)
+    table = {"vqgan": {"psnr": torch.tensor(17.5)}}
+    assert record("ablation", table) is table  # nothing written anywhere
+    out = tmp_path / "r.json"
+    monkeypatch.setenv(reference.ENV, str(out))
+    record("ablation", table)
+    record("demo", {"vqgan": 324, "movq": float("nan")})
+    assert json.loads(out.read_text()) == {"ablation": {"vqgan": {"psnr": 17.5}}, "demo": {"vqgan": 324, "movq": None}}
