@@ -16,6 +16,10 @@ table, so notebooks run the same everywhere::
 
     from minimovq.reference import record
     record("ablation", {"vqgan": {"psnr": 17.8, "ssim": 0.46}, ...})
+    record("headline", f"EMA + restarts: PSNR {psnr:.1f} dB")   # one line for the README's lesson map
+
+After a run, the README's reference block (between ``<!-- reference:begin -->`` and ``<!-- reference:end -->``)
+is rewritten from results.json: a link to each executed copy and its headline (``--readme`` does only that).
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ REFERENCE = ROOT / "docs" / "reference"
 ENV = "MINIMOVQ_RESULTS"  # the JSON file a notebook run records into (set by the runner)
 MAX_BYTES = 2_000_000  # an executed copy should stay readable on GitHub
 
-__all__ = ["record", "run_lesson", "reference_dir", "main"]
+__all__ = ["record", "run_lesson", "reference_dir", "readme_block", "update_readme", "main"]
 
 
 def _plain(value: Any) -> Any:
@@ -128,12 +132,44 @@ def run_lesson(lesson: str, profile: str = "cpu", timeout: int = 3600) -> dict[s
             "seconds": round(seconds, 1), "results": results}
 
 
+README = ROOT / "README.md"
+BEGIN, END = "<!-- reference:begin -->", "<!-- reference:end -->"
+
+
+def readme_block(data: dict[str, Any], profile: str = "cpu") -> str:
+    """The README's table of reference results, from results.json's ``data``."""
+    rel = reference_dir(profile).relative_to(ROOT).as_posix()
+    rows = ["| lesson | see the results before you run anything | headline (from `results.json`) | time |",
+            "|---|---|---|---|"]
+    for lesson, entry in sorted(data.items()):
+        head = entry.get("results", {}).get("headline", "")
+        rows.append(f"| {lesson} | [{rel}/{lesson}.ipynb]({rel}/{lesson}.ipynb) | {head} | "
+                    f"{entry.get('seconds', 0) / 60:.1f} min ({entry.get('profile')}, torch {entry.get('torch')}, "
+                    f"{entry.get('date')}) |")
+    return "\n".join(rows)
+
+
+def update_readme(profile: str = "cpu") -> bool:
+    """Rewrite the README's reference block from results.json; False when the README has no block."""
+    index = reference_dir(profile) / "results.json"
+    text = README.read_text()
+    if BEGIN not in text or END not in text or not index.exists():
+        return False
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    README.write_text(f"{head}{BEGIN}\n{readme_block(json.loads(index.read_text()), profile)}\n{END}{tail}")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Run solution notebooks and write docs/reference/ (make reference).")
     p.add_argument("lessons", nargs="*", help="lesson names such as 04_movq (default: every lesson)")
     p.add_argument("--profile", default="cpu", choices=("quick", "cpu", "gpu"))
     p.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    p.add_argument("--readme", action="store_true", help="only rewrite the README's block from results.json")
     a = p.parse_args(argv)
+    if a.readme:
+        return 0 if update_readme(a.profile) else 1
     lessons = a.lessons or list(_solutions())
     index = reference_dir(a.profile) / "results.json"
     index.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         data[lesson] = entry
         index.write_text(json.dumps(dict(sorted(data.items())), indent=1) + "\n")  # after each lesson: keep progress
         print(f"   {entry['seconds']:.0f} s, results: {', '.join(entry['results']) or 'none recorded'}", flush=True)
+    if a.profile == "cpu":
+        update_readme(a.profile)
     return 0
 
 

@@ -46,3 +46,11 @@ def test_record_writes_only_under_make_reference(tmp_path, monkeypatch):
     record("ablation", table)
     record("demo", {"vqgan": 324, "movq": float("nan")})
     assert json.loads(out.read_text()) == {"ablation": {"vqgan": {"psnr": 17.5}}, "demo": {"vqgan": 324, "movq": None}}
+
+
+def test_readme_shows_the_reference_results():
+    data = json.loads((REFERENCE / "results.json").read_text())
+    readme = reference.README.read_text()
+    assert reference.readme_block(data) in readme, "run `python -m minimovq.reference --readme`"
+    for lesson in LESSONS:
+        assert f"docs/reference/{lesson}.ipynb" in readme
