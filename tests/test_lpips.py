@@ -107,10 +107,12 @@ def test_identity_frozen_and_gradients_reach_the_input(model):
 
 def test_stays_in_eval_mode_so_dropout_is_off(model):
     parent = torch.nn.ModuleDict({"lpips": model})
-    parent.train()
-    assert not model.training and not model.lin0.model[0].training
     x0, x1 = _images()
-    torch.testing.assert_close(model(x0, x1), model(x0, x1))
+    parent.eval()
+    in_eval = model(x0, x1)
+    parent.train()  # a training loop calls .train() on everything it holds
+    assert not model.training and not model.lin0.model[0].training
+    torch.testing.assert_close(model(x0, x1), in_eval)  # dropout stays off: the same distance as in eval mode
 
 
 def test_sum_of_layer_distances_is_lpips(model):
