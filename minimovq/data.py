@@ -21,7 +21,12 @@ Names (``DATASETS``):
   000001-162770 / 182638-202599) of the aligned JPEGs, unlabelled.
 - ``folder:<path>``: every image under ``path`` (recursive; png, jpg, jpeg, bmp, gif, webp, tif, ppm). With
   ``path/train`` and ``path/test`` those are the splits; otherwise a stable 90/10 split by a hash of each
-  file's relative path. ``labels=True`` labels each image by its top-level sub-folder.
+  file's relative path. ``labels=True`` labels each image by its top-level sub-folder. Every image is decoded
+  once when the dataset is built: corrupt or truncated files are left out with a warning that names them.
+
+Files are read upright (EXIF orientation applied), 16-bit images are scaled to 8 bits (not clipped to white),
+and a file that cannot be decoded raises ``UnreadableImageError`` naming it (``minimovq.image_files``); the
+dataset classes live in ``minimovq.datasets``.
 
 The data folder is ``<repo>/data``, or ``$MINIMOVQ_DATA_DIR``; for a pip-installed package without the
 repository it is ``./data``.
@@ -30,46 +35,23 @@ from __future__ import annotations
 
 import os
 import warnings
-import zlib
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from einops import rearrange
-from PIL import Image
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 
+from .datasets import (HOWTO, OFFLINE_DATASETS, PHOTO_TEST_FRACTION, DatasetUnavailableError,  # noqa: F401
+                       PhotoCrops, ResizedImages, download_or_explain, image_folder)
+from .image_files import IMAGE_EXTENSIONS, UnreadableImageError, open_rgb  # noqa: F401  (re-exported)
 from .profiles import in_ci, in_colab
-from .shapes import SHAPES_CLASSES, ShapesDataset, image_keys, uniform
+from .shapes import SHAPES_CLASSES, ShapesDataset
 
 __all__ = ["load", "make_loader", "default_num_workers", "data_dir", "DatasetUnavailableError",
-           "DATASETS", "OFFLINE_DATASETS", "SHAPES_CLASSES", "PhotoCrops"]
+           "UnreadableImageError", "DATASETS", "OFFLINE_DATASETS", "SHAPES_CLASSES", "PhotoCrops", "open_rgb"]
 
 DATASETS = ("shapes", "shapes-single", "photos", "mnist", "fashion_mnist", "cifar10", "flowers102", "celeba",
             "folder:<path>")
-OFFLINE_DATASETS = ("shapes", "shapes-single", "photos", "folder:<path>")
 DEFAULT_N = {"train": 10_000, "test": 1_000}          # for the generated sets (shapes, photos)
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
-PHOTO_TEST_FRACTION = 0.25                             # the right quarter of every photo is the test region
-
-_HOWTO = {  # how to place each dataset's files by hand, relative to the cache folder {root}
-    "mnist": "put the un-gzipped files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte "
-             "and t10k-labels-idx1-ubyte in {root}/MNIST/raw/",
-    "fashion_mnist": "put the un-gzipped idx files (same four names as MNIST) in {root}/FashionMNIST/raw/",
-    "cifar10": "extract cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) into {root}, "
-               "giving {root}/cifar-10-batches-py/ with data_batch_1..5, test_batch and batches.meta",
-    "flowers102": "put the jpg/ folder of 102flowers.tgz, imagelabels.mat and setid.mat "
-                  "(https://www.robots.ox.ac.uk/~vgg/data/flowers/102/) in {root}/flowers-102/",
-    "celeba": "the automatic download comes from Google Drive, which often refuses it ('quota exceeded') and "
-              "needs `pip install gdown`. Download img_align_celeba.zip by hand (the CelebA page, or a mirror "
-              "such as Kaggle's celeba-dataset) and extract it so that the JPEGs lie anywhere under "
-              "{root}/celeba/img_align_celeba/ -- or use load('folder:<extracted folder>')",
-}
-
-
-class DatasetUnavailableError(RuntimeError):
-    """A dataset's files are missing and could not be downloaded (offline, quota, missing package)."""
 
 
 def data_dir() -> Path:
@@ -81,7 +63,7 @@ def data_dir() -> Path:
 
 
 def load(name: str, split: str = "train", image_size: int = 32, n: int | None = None, labels: bool = False,
-         download: bool = True, root: str | Path | None = None, seed: int = 0) -> Dataset:
+         download: bool = True, root: str | Path | None = None, seed: int = 0, check_files: bool = True) -> Dataset:
     """Return a Dataset of (3, image_size, image_size) float tensors in [-1, 1] (``(image, label)`` pairs
     with ``labels=True``).
 
@@ -93,6 +75,9 @@ def load(name: str, split: str = "train", image_size: int = 32, n: int | None = 
         download: allow torchvision to download missing files into the cache (``MINIMOVQ_OFFLINE=1`` forbids it).
         root: the cache folder for downloaded sets (default ``data/cache``), or the photos folder for photos.
         seed: picks the generated images (shapes, photos) or the subset (others). Train and test always differ.
+        check_files: ``folder:<path>`` decodes every image once here (about 1 ms each), and leaves out the
+            corrupt or truncated ones with a warning naming them, instead of failing mid-training in every
+            epoch. With False, a bad file fails when it is read, with an ``UnreadableImageError`` naming it.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -108,13 +93,13 @@ def load(name: str, split: str = "train", image_size: int = 32, n: int | None = 
         folder = Path(root) if root is not None else data_dir() / "photos"
         return PhotoCrops(folder, split, image_size, n or DEFAULT_N[split], seed=seed, labels=labels)
     if isinstance(key, str) and key.startswith("folder:"):
-        source = _folder(Path(key[len("folder:"):]).expanduser(), split, labels)
-    elif key in _HOWTO:
+        source = image_folder(Path(key[len("folder:"):]).expanduser(), split, labels, check_files)
+    elif key in HOWTO:
         if labels and key == "celeba":
             raise ValueError("celeba has no single class label here: use labels=False (or folder:<path> "
                              "with one sub-folder per class)")
         offline = os.environ.get("MINIMOVQ_OFFLINE", "0") == "1"
-        source = _download_or_explain(key, split, Path(root) if root is not None else data_dir() / "cache",
+        source = download_or_explain(key, split, Path(root) if root is not None else data_dir() / "cache",
                                       download and not offline)
     else:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
@@ -145,178 +130,3 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, num_wor
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=drop_last,
                       pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
                       generator=torch.Generator().manual_seed(seed) if shuffle else None)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# photos
-# ----------------------------------------------------------------------------------------------------------
-class PhotoCrops(Dataset):
-    """Deterministic square crops of the photos in ``folder``, resized to ``image_size``.
-
-    ``boxes`` (N, 5) int64 holds (photo, x0, y0, side, flip) in source pixels; ``boundaries`` (P,) the x that
-    separates each photo's train region [0, b) from its test region [b, W). ``classes`` are the photo names.
-    """
-
-    def __init__(self, folder: Path, split: str, image_size: int, n: int, seed: int = 0, labels: bool = False):
-        files = sorted(f for f in Path(folder).glob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise DatasetUnavailableError(
-                f"no photos found in {folder}. They ship with the minimovq repository (data/photos/) and are not "
-                "part of a pip-installed package: clone the repository, or set MINIMOVQ_DATA_DIR to a folder "
-                "that holds photos/, or pass root=<folder of photos>. Offline alternatives: shapes, folder:<path>.")
-        self.classes = tuple(f.stem for f in files)
-        self.photos = [_to_tensor(_open_rgb(f)) for f in files]                          # (3, H, W) in [0, 1]
-        self.image_size, self.return_labels = image_size, labels
-        H = torch.tensor([p.shape[1] for p in self.photos])
-        W = torch.tensor([p.shape[2] for p in self.photos])
-        self.boundaries = torch.round(W * (1 - PHOTO_TEST_FRACTION)).long()
-        smax = torch.minimum(W - self.boundaries, H)                 # the largest crop that fits the test strip
-        u = uniform(image_keys(seed, split, torch.arange(n)), 100, 5)                    # (N, 5)
-        p = (u[:, 0] * len(files)).long().clamp(max=len(files) - 1)
-        side = torch.round(smax[p] * (0.5 + 0.5 * u[:, 1])).long()
-        lo = torch.zeros_like(p) if split == "train" else self.boundaries[p]
-        hi = self.boundaries[p] if split == "train" else W[p]       # crops lie in [lo, hi) horizontally
-        x0 = lo + (u[:, 2] * (hi - lo - side + 1)).long()
-        y0 = (u[:, 3] * (H[p] - side + 1)).long()
-        self.boxes = torch.stack([p, x0, y0, side, (u[:, 4] < 0.5).long()], dim=1)
-
-    def __len__(self) -> int:
-        return len(self.boxes)
-
-    def __getitem__(self, i: int):
-        p, x0, y0, side, flip = self.boxes[i].tolist()
-        crop = self.photos[p][:, y0:y0 + side, x0:x0 + side]
-        crop = crop.flip(-1) if flip else crop
-        x = F.interpolate(crop[None], size=(self.image_size, self.image_size), mode="bilinear",
-                          antialias=True, align_corners=False)[0]
-        x = x.clamp(0.0, 1.0) * 2.0 - 1.0                                                # [0, 1] -> [-1, 1]
-        return (x, p) if self.return_labels else x
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Files on disk: torchvision sets, image folders, CelebA
-# ----------------------------------------------------------------------------------------------------------
-def _open_rgb(path) -> Image.Image:
-    with Image.open(path) as img:
-        return img.convert("RGB")          # grayscale, palette and RGBA all become 3 channels
-
-
-def _to_tensor(img) -> torch.Tensor:
-    """PIL RGB image -> (3, H, W) float in [0, 1]."""
-    return rearrange(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()), "h w c -> c h w").float() / 255.0
-
-
-class ResizedImages(Dataset):
-    """Wraps a source of ``(PIL image, label)`` items: RGB, shorter side resized to ``image_size`` (bicubic,
-    antialiased), centre-cropped, mapped to [-1, 1]. ``indices`` selects the subset; ``classes`` if known."""
-
-    def __init__(self, source, indices: torch.Tensor, image_size: int, labels: bool):
-        self.source, self.indices, self.image_size, self.return_labels = source, indices, image_size, labels
-        self.classes = getattr(source, "classes", None)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        img, label = self.source[int(self.indices[i])]
-        img, s = img.convert("RGB"), self.image_size
-        w, h = img.size
-        if (w, h) != (s, s):
-            scale = s / min(w, h)
-            w, h = max(s, round(w * scale)), max(s, round(h * scale))
-            img = img.resize((w, h), Image.BICUBIC)
-            left, top = (w - s) // 2, (h - s) // 2
-            img = img.crop((left, top, left + s, top + s))
-        x = _to_tensor(img) * 2.0 - 1.0                                                  # [0, 1] -> [-1, 1]
-        return (x, int(label)) if self.return_labels else x
-
-
-class _Files(Dataset):
-    """A list of image files (and labels) -> ``(PIL image, label)`` items."""
-
-    def __init__(self, files: list[Path], targets: list[int], classes=None):
-        self.files, self.targets, self.classes = files, targets, classes
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        return _open_rgb(self.files[i]), self.targets[i]
-
-
-def _images_under(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
-
-
-def _folder(path: Path, split: str, labels: bool) -> _Files:
-    if not path.is_dir():
-        raise ValueError(f"folder:{path} is not a directory; give folder:<path to a folder of images>")
-    if (path / "train").is_dir() and (path / "test").is_dir():
-        base = path / split
-        files = _images_under(base)
-    else:  # a stable 90/10 split: 1 file in 10 by a hash of its relative path goes to test
-        base = path
-        files = [f for f in _images_under(path)
-                 if (zlib.crc32(f.relative_to(path).as_posix().encode()) % 10 == 0) == (split == "test")]
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) for split {split!r} under {path}")
-    classes, targets = None, [0] * len(files)
-    if labels:
-        tops = [f.relative_to(base).parts for f in files]
-        if any(len(t) < 2 for t in tops):
-            raise ValueError(f"labels=True needs one sub-folder per class under {base}, but some images lie "
-                             "directly in it; move them into class folders or use labels=False")
-        classes = sorted({t[0] for t in tops})
-        targets = [classes.index(t[0]) for t in tops]
-    return _Files(files, targets, classes)
-
-
-def _celeba(root: Path, split: str, download: bool) -> _Files:
-    folder = root / "celeba" / "img_align_celeba"
-    if download and not (folder.is_dir() and _images_under(folder)):
-        import torchvision
-
-        torchvision.datasets.CelebA(str(root), split="all", download=True)
-    files = _images_under(folder) if folder.is_dir() else []
-    if not files:
-        raise FileNotFoundError(f"no JPEGs under {folder}")
-    ids = [int(f.stem) if f.stem.isdigit() else 0 for f in files]          # 000001.jpg ... 202599.jpg
-    keep = [f for f, i in zip(files, ids, strict=True) if (1 <= i <= 162770 if split == "train" else i >= 182638)]
-    return _Files(keep, [0] * len(keep))
-
-
-def _torchvision(name: str, split: str, root: Path, download: bool):
-    import torchvision.datasets as tvd
-
-    train = split == "train"
-    if name == "mnist":
-        return tvd.MNIST(str(root), train=train, download=download)
-    if name == "fashion_mnist":
-        return tvd.FashionMNIST(str(root), train=train, download=download)
-    if name == "cifar10":
-        return tvd.CIFAR10(str(root), train=train, download=download)
-    if name == "flowers102":
-        import importlib.util
-
-        if importlib.util.find_spec("scipy") is None:
-            raise ImportError("flowers102 reads its labels from .mat files, which needs scipy: pip install scipy")
-        parts = ["train", "test"] if train else ["val"]
-        sets = [tvd.Flowers102(str(root), split=s, download=download) for s in parts]
-        both = ConcatDataset(sets)
-        both.classes = sets[0].classes
-        return both
-    return _celeba(root, split, download)
-
-
-def _download_or_explain(name: str, split: str, root: Path, download: bool):
-    """Build the dataset; on any failure raise DatasetUnavailableError naming the offline sets and the fix."""
-    try:
-        return _torchvision(name, split, root, download)
-    except Exception as e:  # offline (URLError), Drive quota, md5 mismatch, missing gdown/scipy, missing files
-        why = f"the download failed ({type(e).__name__}: {e})" if download else \
-            f"its files are not in {root} and downloads are off (download=False or MINIMOVQ_OFFLINE=1; " \
-            f"{type(e).__name__}: {e})"
-        raise DatasetUnavailableError(
-            f"could not load {name!r}: {why}.\n"
-            f"To use it offline, {_HOWTO[name].format(root=root)}.\n"
-            f"Datasets that need no download: {', '.join(OFFLINE_DATASETS)} (e.g. data.load('shapes')).") from e

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from .transformer import Block, KVCache, make_optimizer  # make_optimizer re-exported for the lessons
+from .validate import check_labels, check_token_ids
 
 __all__ = ["MaskGIT", "KVCache", "cosine_schedule", "mask_tokens", "select_to_remask", "drop_labels", "prior_loss", "make_optimizer"]
 
@@ -100,10 +101,8 @@ class MaskGIT(nn.Module):
         none_id = self.num_classes or 0
         if labels is None:
             labels = torch.full((batch_size,), none_id, dtype=torch.long, device=device)
-        elif self.num_classes is None:
-            raise ValueError("labels were given but the model is unconditional; build it with "
-                             "MaskGIT(..., num_classes=C) or pass labels=None.")
-        labels = torch.as_tensor(labels, device=device).long().reshape(-1).expand(batch_size)
+        else:  # ids in [0, C] (C = "no class"): an id outside the table is a device-side assert on CUDA
+            labels = check_labels(labels, self.num_classes, batch_size).to(device)
         return self.prefix_emb(labels)[:, None]
 
     def _embed(self, tokens):
@@ -122,12 +121,11 @@ class MaskGIT(nn.Module):
         """
         tokens = self.flatten_tokens(tokens)
         B, L, _ = tokens.shape
+        if B == 0:
+            raise ValueError(f"tokens is an empty batch, shape {tuple(tokens.shape)}: give B >= 1 token grids.")
         top = self.n_embed - 1 if self.causal else self.mask_id
-        lo, hi = int(tokens.min()), int(tokens.max())
-        if lo < 0 or hi > top:
-            raise ValueError(f"token ids must lie in [0, {top}], got [{lo}, {hi}]"
-                             + ("" if self.causal else f" ({self.mask_id} is [MASK])")
-                             + "; check n_embed against the tokenizer's n_embed.")
+        check_token_ids(tokens, top, fix=("" if self.causal else f"{self.mask_id} is [MASK]; ")
+                        + f"check the model's n_embed={self.n_embed} against the tokenizer's n_embed.")
         body = tokens[:, :-1] if self.causal else tokens  # causal: shift right behind the prefix
         x = torch.cat([self._prefix(labels, B, tokens.device), self._embed(body)], dim=1)
         x = x + self.pos_emb[:, : x.shape[1]]
@@ -160,6 +158,7 @@ class MaskGIT(nn.Module):
         if i == 0:
             x = self._prefix(labels, cache.k.shape[1], cache.k.device)
         else:
+            check_token_ids(tokens, self.n_embed - 1, fix=f"the model has n_embed={self.n_embed}.")
             x = self._embed(tokens.reshape(-1, 1, self.groups).long())
         x = x + self.pos_emb[:, i:i + 1]
         for layer, block in enumerate(self.blocks):
@@ -223,6 +222,11 @@ def prior_loss(model, tokens, labels=None, label_smoothing=0.1, label_drop=0.0, 
     class-conditional model). acc is the top-1 accuracy on the scored tokens.
     """
     tokens = model.flatten_tokens(tokens)  # (B, N, G)
+    # the targets are real codes: [MASK] (= n_embed) or beyond would be a cross-entropy IndexError / device assert
+    check_token_ids(tokens, model.n_embed - 1, name="training token ids",
+                    fix=f"the prior has n_embed={model.n_embed}; build it with the tokenizer's n_embed.")
+    if labels is not None:
+        labels = check_labels(labels, model.num_classes, tokens.shape[0]).to(tokens.device)
     if labels is not None and label_drop > 0:
         labels = drop_labels(torch.as_tensor(labels, device=tokens.device).long(), label_drop, model.num_classes,
                              generator)

@@ -8,19 +8,24 @@ You write a ``step_fn(batch, step) -> dict`` that computes the losses; the :clas
   discriminator's grads are cleared right before its own backward;
 * AMP on CUDA (bf16 where the GPU has it, fp16 + GradScaler otherwise, as on a T4);
 * a :class:`History` of every logged scalar, and optional periodic sample grids;
-* atomic checkpoints every ``ckpt_every`` steps, and resume from the last one after a disconnect.
+* atomic checkpoints every ``ckpt_every`` steps, and resume from the last one after a disconnect. A resume
+  whose optimizer hyperparameters (lr, betas, weight_decay, ...) differ from the checkpoint's raises, since
+  restoring the optimizer would silently bring the old values back; ``override_hparams=True`` resumes with
+  the new ones (with a warning), and ``run_checkpoint(name, config={...})`` gives each setting its own file.
 """
 from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, describe_hparam_changes, first_line, hparam_changes, load_checkpoint,
+                         save_checkpoint)
 from .profiles import amp_dtype
 from .viz import moving_average, plot_history  # moving_average re-exported
 
@@ -81,12 +86,15 @@ class Trainer:
         ckpt_path: a file; when given, the trainer resumes from it and saves to it atomically.
         ckpt_every: checkpoint period in steps (plus once at the end).
         schedulers: optional ``{"name": lr_scheduler}``, stepped after the optimizer of the same name.
+        override_hparams: resume from a checkpoint whose optimizer hyperparameters differ from these
+            optimizers' (keeping its weights, moments and step, with the new lr, betas, ...). Without it such a
+            resume raises :class:`CheckpointError`.
     """
 
     def __init__(self, model: nn.Module, optimizers: Mapping[str, torch.optim.Optimizer], *,
                  device: str | torch.device = "cpu", amp: bool = False, grad_clip: float | None = 1.0,
                  ckpt_path: str | Path | None = None, ckpt_every: int = 500,
-                 schedulers: Mapping[str, Any] | None = None):
+                 schedulers: Mapping[str, Any] | None = None, override_hparams: bool = False):
         if not optimizers:
             raise ValueError("give at least one optimizer, e.g. {'loss': torch.optim.Adam(model.parameters())}")
         self.model = model
@@ -99,6 +107,7 @@ class Trainer:
         self.grad_clip = grad_clip
         self.ckpt_path = Path(ckpt_path) if ckpt_path else None
         self.ckpt_every = ckpt_every
+        self.override_hparams = override_hparams
         self.step = 0
         self.history = History()
         if self.ckpt_path and self.ckpt_path.exists():
@@ -128,20 +137,46 @@ class Trainer:
         return save_checkpoint(self.state_dict(), path)
 
     def load(self, path: str | Path) -> None:
-        """Resume model, optimizers, scaler, step and history from ``path`` (``weights_only=True``)."""
+        """Resume model, optimizers, scaler, step and history from ``path`` (``weights_only=True``).
+
+        Raises :class:`CheckpointError` when the optimizer hyperparameters differ from the checkpoint's,
+        unless the trainer was built with ``override_hparams=True``."""
         state = load_checkpoint(path, map_location=self.device)
+        saved = state.get("optimizers", {})
+        changes = {k: hparam_changes(saved[k], o) for k, o in self.optimizers.items() if k in saved}
+        changes = {k: c for k, c in changes.items() if c}
+        if changes and not self.override_hparams:
+            raise CheckpointError(
+                f"checkpoint {path} (step {state.get('step')}) was trained with other optimizer hyperparameters "
+                f"than this run's: {describe_hparam_changes(changes)}. Resuming would silently restore the old values. Give this "
+                "run its own checkpoint (run_checkpoint(name, config={'lr': LR, ...})), delete the checkpoint to "
+                "start over, or pass Trainer(..., override_hparams=True) to resume with the new values.")
         try:
             self.model.load_state_dict(state["model"])
         except (RuntimeError, KeyError) as e:
             raise CheckpointError(
-                f"checkpoint {path} was saved from a different model ({str(e).splitlines()[0][:160]}). "
+                f"checkpoint {path} was saved from a different model ({first_line(e, 160)}). "
                 "Delete it (or give this run another checkpoint name) to start fresh.") from e
         for k, o in self.optimizers.items():
-            if k in state.get("optimizers", {}):
-                o.load_state_dict(state["optimizers"][k])
+            if k in saved:
+                new_groups = [{h: v for h, v in g.items() if h != "params"} for g in o.param_groups]
+                try:
+                    o.load_state_dict(saved[k])
+                except (ValueError, KeyError, RuntimeError) as e:
+                    raise CheckpointError(
+                        f"checkpoint {path} holds a different '{k}' optimizer ({first_line(e, 160)}). Delete it "
+                        "(or give this run another checkpoint name) to start fresh.") from e
+                if k in changes:  # override_hparams: put the new values back over the restored ones
+                    for g, new_g in zip(o.param_groups, new_groups, strict=True):
+                        g.update(new_g)
         for k, s in self.schedulers.items():
             if k in state.get("schedulers", {}):
                 s.load_state_dict(state["schedulers"][k])
+                if k in changes and hasattr(s, "base_lrs"):  # the schedule restarts from the new base lr
+                    s.base_lrs = [g.get("initial_lr", g["lr"]) for g in self.optimizers[k].param_groups]
+        if changes:
+            warnings.warn(f"resuming {path} with NEW optimizer hyperparameters (override_hparams=True): "
+                          f"{describe_hparam_changes(changes)}", stacklevel=3)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])

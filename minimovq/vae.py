@@ -88,7 +88,7 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, H, W) in [-1, 1] -> (mu, logvar), each (B, latent_dim)."""
         c = self.config
-        check_images(x, channels=c.in_channels, size=c.image_size, name="VAE input")
+        check_images(x, channels=c.in_channels, size=c.image_size, name="VAE input", dtype=self.to_stats.weight.dtype)
         h = rearrange(self.enc(x), "b c h w -> b (c h w)")
         mu, logvar = self.to_stats(h).chunk(2, dim=1)
         return mu, logvar.clamp(-30.0, 20.0)  # keeps exp(logvar) finite early in training

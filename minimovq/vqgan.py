@@ -105,7 +105,8 @@ class VQGAN(nn.Module):
     def encode(self, x: torch.Tensor) -> QuantizerOutput:
         """(B, C, H, W) in [-1, 1] -> QuantizerOutput(z_q (B, D, H/f, W/f), vq_loss (), indices (B, H/f, W/f))
         (indices (B, H/f, W/f, G) with ``groups=G``)."""
-        check_images(x, channels=self.encoder.in_channels, multiple_of=self.downsample_factor, name="x")
+        check_images(x, channels=self.encoder.in_channels, multiple_of=self.downsample_factor, name="x",
+                     dtype=self.quant_conv.weight.dtype)
         # h = quant_conv(E(x)); (z_q, L_VQ, idx) = Q(h)
         h = self.quant_conv(self.encoder(x))  # (B, D, h, w)
         # Nearest-code search and the codebook loss in fp32 even under AMP: fp16 distances tie and overflow.

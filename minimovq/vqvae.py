@@ -91,7 +91,8 @@ class VQVAE(nn.Module):
     def encode(self, x: torch.Tensor) -> QuantizerOutput:
         """x (B, C, H, W) -> QuantizerOutput(z_q (B, D, H/4, W/4), vq_loss (), indices (B, H/4, W/4))
         (indices (B, H/4, W/4, G) with groups)."""
-        check_images(x, channels=self.in_channels, multiple_of=4, name=f"{type(self).__name__} input")
+        check_images(x, channels=self.in_channels, multiple_of=4, name=f"{type(self).__name__} input",
+                     dtype=self.quant_conv.weight.dtype)
         z_e = self.quant_conv(self.encoder(x))
         return QuantizerOutput(*self.quantize(z_e))
 

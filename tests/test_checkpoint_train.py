@@ -152,3 +152,13 @@ def test_run_checkpoint_is_off_in_quick_profile(monkeypatch, tmp_path):
     assert cfg.name.startswith("x-") and cfg.name.endswith("-cpu.pt") and cfg != tmp_path / "x-cpu.pt"
     assert cfg == run_checkpoint("x", get_profile("cpu"), config={"drop": 0.1, "lr": 1e-3})     # order-free
     assert cfg != run_checkpoint("x", get_profile("cpu"), config={"lr": 2e-3, "drop": 0.1})
+
+
+def test_trainer_save_removes_temp_files_of_a_killed_save(tmp_path):
+    ck = tmp_path / "run.pt"
+    model = nn.Linear(2, 2)
+    tr = Trainer(model, {"loss": torch.optim.SGD(model.parameters(), lr=0.1)}, ckpt_path=ck)
+    for name in ("run.pt.k1ll3d_a.tmp", "run.pt.k1ll3d_b.tmp"):     # two saves killed mid-write
+        (tmp_path / name).write_bytes(b"\0" * 1000)
+    tr.fit([torch.ones(2, 2)], lambda x, s: {"loss": model(x).sum()}, steps=1, progress=False)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["run.pt"]

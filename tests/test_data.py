@@ -297,3 +297,27 @@ def test_image_folder_with_train_test_subfolders(tmp_path):
     assert len(data.load(f"folder:{tmp_path}", split="train")) == 5
     test = data.load(f"folder:{tmp_path}", split="test", image_size=8)
     assert len(test) == 2 and torch.allclose(test[0][0], torch.ones(8, 8))   # pure red: R = +1
+
+
+def test_public_names_survive_the_split_into_datasets_and_image_files():
+    from minimovq import datasets, image_files
+
+    for name in data.__all__:
+        assert hasattr(data, name), name
+    assert data.PhotoCrops is datasets.PhotoCrops and data.DatasetUnavailableError is datasets.DatasetUnavailableError
+    assert data.open_rgb is image_files.open_rgb and issubclass(data.UnreadableImageError, ValueError)
+
+
+def test_image_folder_reads_16_bit_and_exif_rotated_files(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    Image.fromarray(np.full((20, 20), 32896, np.uint16)).save(tmp_path / "train" / "grey16.png")   # 16-bit mid-grey
+    exif = Image.Exif()
+    exif[0x0112] = 8                                      # rotate 90° counter-clockwise to display
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[:, :20] = 255                                     # left half white
+    Image.fromarray(img).save(tmp_path / "test" / "phone.jpg", exif=exif, quality=95)
+    grey = data.load(f"folder:{tmp_path}", image_size=8)[0]
+    assert torch.allclose(grey, torch.tensor(128 / 127.5 - 1), atol=1e-6)          # not all white (+1)
+    up = data.load(f"folder:{tmp_path}", split="test", image_size=8)[0]
+    assert up[:, -2:].mean() > 0.8 and up[:, :2].mean() < -0.8   # stored left half ends at the bottom
