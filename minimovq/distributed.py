@@ -88,8 +88,11 @@ def setup(device: str = "auto", timeout_s: float = 1800.0) -> torch.device:
     if use_cuda:
         torch.cuda.set_device(dev)
     if launched_by_torchrun() and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s),
-                                **({"device_id": dev} if use_cuda else {}))
+        kwargs = dict(backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+        try:  # device_id (torch >= 2.3) binds NCCL to this GPU at once
+            dist.init_process_group(**kwargs, **({"device_id": dev} if use_cuda else {}))
+        except TypeError:
+            dist.init_process_group(**kwargs)
     return dev
 
 
@@ -113,6 +116,18 @@ def average_gradients(params) -> None:
             p.grad.div_(n)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """y = Σ_r x_r on every rank; the gradient of x_r is Σ_r ∂L_r/∂y (every rank's loss depends on y)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(grad.contiguous())
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the *global* batch, on any device and backend.
 
@@ -124,12 +139,10 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and is_distributed()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce  # differentiable: backward all-reduces too
-
         C = x.shape[1]
         xf = x.float()
         count = torch.full((1,), x.numel() / C, device=x.device)
-        stats = all_reduce(torch.cat([xf.sum((0, 2, 3)), xf.pow(2).sum((0, 2, 3)), count]))  # (2C + 1,)
+        stats = _AllReduceSum.apply(torch.cat([xf.sum((0, 2, 3)), xf.pow(2).sum((0, 2, 3)), count]))  # (2C + 1,)
         n = stats[-1]
         mean = stats[:C] / n                      # μ (C,)
         var = stats[C:2 * C] / n - mean.pow(2)    # σ² (C,), biased as in the forward of BatchNorm

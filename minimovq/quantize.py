@@ -184,8 +184,11 @@ class _Quantizer(nn.Module):
             self._set_codes(torch.arange(self.n_embed, device=flat.device), kmeans(flat, self.n_embed))
             self.initted.fill_(True)
         if dead is not None and dead.numel() and flat.shape[0]:
-            # re-initialise each dead code from a random encoder output of this batch
-            pick = torch.randint(flat.shape[0], (dead.numel(),), device=flat.device)
+            # re-initialise each dead code from a random encoder output of this batch, distinct outputs while the
+            # batch has enough: two codes restarted at one vector would tie in every later argmin
+            n, k = flat.shape[0], dead.numel()
+            pick = (torch.randperm(n, device=flat.device)[:k] if k <= n
+                    else torch.randint(n, (k,), device=flat.device))
             self._set_codes(dead, flat[pick].float())
             self.steps_unused[dead] = 0
 
