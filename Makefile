@@ -1,7 +1,9 @@
 # minimovq — two commands:  `make lab` (set up + open JupyterLab)  and  `make test` (set up + run everything).
 #
 # The environment is the active virtualenv or conda env if there is one, else ./.venv (created here).
-# TORCH_CPU=1 installs the small CPU-only torch build (from the PyTorch index) on machines without a GPU.
+# On a machine without an NVIDIA GPU (no nvidia-smi) the small CPU-only torch build is installed (from the PyTorch
+# index); TORCH_CPU=1 forces it, TORCH_CPU=0 forces the default (CUDA) build.
+# `make lab` opens your own copies of the lessons in work/ (git-ignored, created when missing, never overwritten).
 
 PYTHON ?= python3
 ifdef VIRTUAL_ENV
@@ -13,16 +15,18 @@ else
 endif
 PY := $(ENV_DIR)/bin/python
 STAMP := $(ENV_DIR)/.minimovq-installed
-PIP_EXTRA := $(if $(TORCH_CPU),--extra-index-url https://download.pytorch.org/whl/cpu,)
+TORCH_CPU ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,1)
+PIP_EXTRA := $(if $(filter 1,$(TORCH_CPU)),--extra-index-url https://download.pytorch.org/whl/cpu,)
+WORK ?= work
 JOBS ?= 2
 # Jupyter refuses to start as root (common in containers) unless told it may.
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: lab test setup notebooks check-notebooks unit nbtest bench reference clean help
 help:
-	@echo "make lab        set up the environment and open JupyterLab on notebooks/"
+	@echo "make lab        set up the environment and open JupyterLab on your copies of the lessons (work/)"
 	@echo "make test       set up the environment and run the unit tests + every notebook (quick profile)"
-	@echo "make notebooks  regenerate student + solution notebooks from notebooks/src/"
+	@echo "make notebooks  regenerate student + solution notebooks from notebooks/src/ (FORCE=1: overwrite edits)"
 	@echo "make bench      print the speed and memory tables in benchmarks/"
 	@echo "make reference  run every solution notebook (cpu profile) into docs/reference/ (about an hour)"
 
@@ -32,13 +36,16 @@ $(ENV_DIR)/bin/python:
 
 $(STAMP): pyproject.toml | $(ENV_DIR)/bin/python
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(PIP_EXTRA) -e ".[lab,dev]"
+	@echo "Installing minimovq and its dependencies into $(ENV_DIR), including PyTorch"
+	@echo "($(if $(PIP_EXTRA),the CPU-only build: no NVIDIA GPU found; about 200 MB,the default CUDA build: several GB)). This takes a while; pip shows its progress."
+	$(PY) -m pip install $(PIP_EXTRA) -e ".[lab,dev]"
 	@touch $(STAMP)
 
 setup: $(STAMP)
 
 lab: setup
-	$(PY) -m jupyter lab $(LAB_FLAGS) notebooks/
+	$(PY) -m minimovq.authoring --workspace $(WORK)
+	$(PY) -m jupyter lab $(LAB_FLAGS) $(WORK)/
 
 # Unit tests and all ten notebooks (student + solution of every lesson) in the quick profile, two workers.
 test: setup
@@ -55,7 +62,7 @@ nbtest: setup
 		notebooks/*.ipynb notebooks/solutions/*.ipynb
 
 notebooks: setup
-	$(PY) -m minimovq.authoring
+	$(PY) -m minimovq.authoring $(if $(filter 1,$(FORCE)),--force,)
 
 check-notebooks: setup
 	$(PY) -m minimovq.authoring --check

@@ -7,8 +7,17 @@ cell, ``# %% [markdown]`` a markdown cell whose lines start with ``# ``). Inside
     ...reference code...
     # END SOLUTION
 
-is kept in ``notebooks/solutions/NN_name.ipynb`` and replaced in the student notebook ``notebooks/NN_name.ipynb``
-by ``raise NotImplementedError("Exercise 1.1: sample z = mu + sigma * eps")`` at the same indentation.
+is kept in ``notebooks/solutions/NN_name_solution.ipynb`` and replaced in the student notebook
+``notebooks/NN_name.ipynb`` by ``raise NotImplementedError("Exercise 1.1: sample z = mu + sigma * eps")`` at the same
+indentation.
+
+A cell whose marker ends with ``solution-only`` (``# %% [markdown] solution-only`` or ``# %% solution-only``) appears
+in the solution notebook only: the answers to "Check your understanding" go there.
+
+Regenerating never silently overwrites a notebook whose cells differ from what was last generated (a learner's
+edits): it refuses, names the notebook and says how to keep or overwrite it (``--force``). The generated cells'
+fingerprint is stored in the notebook's metadata (``minimovq.generated``); only cell types and sources count, so
+JupyterLab's metadata rewrites (kernel name, language info, key order) change nothing.
 
 Placeholders stamped into every notebook:
     ``{{COLAB_BADGE}}``  the Open-in-Colab badge of that very notebook
@@ -20,6 +29,8 @@ The repository URL lives in one place, ``pyproject.toml`` ``[tool.minimovq] repo
 
     python -m minimovq.authoring                 # regenerate every notebook
     python -m minimovq.authoring --check         # exit 1 if a generated notebook is out of date
+    python -m minimovq.authoring --force         # regenerate, overwriting notebooks edited by hand
+    python -m minimovq.authoring --workspace DIR # copy the student notebooks to DIR where missing (make lab)
     python -m minimovq.authoring --repo URL      # change the URL in pyproject, then regenerate
 """
 from __future__ import annotations
@@ -37,7 +48,7 @@ SRC = ROOT / "notebooks" / "src"
 STUDENT = ROOT / "notebooks"
 SOLUTION = ROOT / "notebooks" / "solutions"
 
-_CELL = re.compile(r"^# %%(?:\s*\[(?P<kind>\w+)\])?\s*$")
+_CELL = re.compile(r"^# %%(?:\s*\[(?P<kind>\w+)\])?(?P<only>\s+solution-only)?\s*$")
 _BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION\s*(?P<msg>.*)$")
 _END = re.compile(r"^\s*# END SOLUTION\s*$")
 
@@ -62,6 +73,8 @@ import torch
 from minimovq.profiles import get_profile, seed_everything
 P = get_profile()  # MINIMOVQ_PROFILE=quick|cpu|gpu; by default gpu with CUDA, else cpu
 print(P.describe())
+if P.is_quick:
+    print("quick profile: a smoke test; its pictures and numbers mean nothing. Use MINIMOVQ_PROFILE=cpu for results.")
 seed_everything(0)'''
 
 
@@ -69,6 +82,7 @@ seed_everything(0)'''
 class Cell:
     kind: str  # "code" | "markdown"
     lines: list[str]
+    solution_only: bool = False
 
 
 def read_config() -> dict[str, str]:
@@ -84,7 +98,7 @@ def parse(source: str) -> list[Cell]:
     for line in source.splitlines():
         m = _CELL.match(line)
         if m:
-            cells.append(Cell("markdown" if m.group("kind") == "markdown" else "code", []))
+            cells.append(Cell("markdown" if m.group("kind") == "markdown" else "code", [], bool(m.group("only"))))
         elif cells:
             cells[-1].lines.append(line)
         elif line.strip():
@@ -135,11 +149,13 @@ def build(src: Path, solution: bool, cfg: dict[str, str] | None = None) -> dict:
     """The notebook (as a JSON-ready dict) for one source and variant."""
     cfg = cfg or read_config()
     repo, branch = cfg["repo"], cfg.get("branch", "main")
-    rel = f"notebooks/{'solutions/' if solution else ''}{src.stem}.ipynb"
+    rel = f"notebooks/{'solutions/' if solution else ''}{src.stem}{'_solution' if solution else ''}.ipynb"
     subs = {"{{COLAB_BADGE}}": badge(repo, branch, rel), "{{SETUP}}": SETUP.format(repo=repo, branch=branch),
             "{{VARIANT}}": " (solutions)" if solution else "", "{{REPO_URL}}": repo}
     cells = []
     for i, c in enumerate(parse(src.read_text())):
+        if c.solution_only and not solution:
+            continue
         lines = c.lines
         if c.kind == "code":
             lines = keep_solutions(lines) if solution else strip_solutions(lines, f"{src.name} cell {i}")
@@ -154,6 +170,7 @@ def build(src: Path, solution: bool, cfg: dict[str, str] | None = None) -> dict:
     return {
         "cells": cells,
         "metadata": {
+            "minimovq": {"generated": fingerprint(cells)},
             "accelerator": "GPU",
             "colab": {"provenance": []},
             "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
@@ -168,32 +185,91 @@ def render(nb: dict) -> str:
     return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
 
 
+def _content(cells: list[dict]) -> list[tuple[str, str]]:
+    """What a notebook's cells say: (type, source) pairs. Outputs, ids and metadata do not count."""
+    return [(c.get("cell_type", ""), "".join(c.get("source", ""))) for c in cells]
+
+
+def fingerprint(cells: list[dict]) -> str:
+    return hashlib.sha1(json.dumps(_content(cells), ensure_ascii=False).encode()).hexdigest()
+
+
 def targets() -> list[tuple[Path, Path, bool]]:
     """(source, output path, is_solution) for every lesson."""
     out = []
     for src in sorted(SRC.glob("[0-9][0-9]_*.py")):
         out.append((src, STUDENT / f"{src.stem}.ipynb", False))
-        out.append((src, SOLUTION / f"{src.stem}.ipynb", True))
+        out.append((src, SOLUTION / f"{src.stem}_solution.ipynb", True))
     return out
 
 
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def stale() -> list[Path]:
-    """Generated notebooks that differ from what their source would produce now."""
+    """Generated notebooks whose cells (types and sources) differ from what their source would produce now."""
     cfg = read_config()
-    return [dst for src, dst, sol in targets()
-            if not dst.exists() or dst.read_text() != render(build(src, sol, cfg))]
-
-
-def write_all() -> list[Path]:
-    cfg = read_config()
-    written = []
+    out = []
     for src, dst, sol in targets():
+        nb = _read(dst)
+        if nb is None or _content(nb.get("cells", [])) != _content(build(src, sol, cfg)["cells"]):
+            out.append(dst)
+    return out
+
+
+def edited(path: Path) -> bool:
+    """True when ``path``'s cells differ from what was last generated into it (someone edited it)."""
+    nb = _read(path)
+    if nb is None:
+        return False
+    stamp = nb.get("metadata", {}).get("minimovq", {}).get("generated")
+    return stamp is not None and stamp != fingerprint(nb.get("cells", []))
+
+
+class EditedNotebook(Exception):
+    """Regenerating would overwrite edits made to a generated notebook."""
+
+
+def write_all(force: bool = False) -> list[Path]:
+    """Regenerate every notebook whose cells changed; refuse (EditedNotebook) to overwrite edited ones."""
+    cfg = read_config()
+    plans = []
+    for src, dst, sol in targets():
+        nb = build(src, sol, cfg)
+        old = _read(dst)
+        if old is not None and _content(old.get("cells", [])) == _content(nb["cells"]) \
+                and old.get("metadata", {}).get("minimovq") == nb["metadata"]["minimovq"]:
+            continue
+        plans.append((dst, nb))
+    blocked = [dst for dst, _ in plans if not force and edited(dst)]
+    if blocked:
+        names = "\n".join(f"  {p.relative_to(ROOT) if p.is_relative_to(ROOT) else p}" for p in blocked)
+        raise EditedNotebook(
+            f"not regenerating: these notebooks were edited since they were generated (a learner's work?):\n{names}\n"
+            "To keep the edits, copy each notebook somewhere else first (e.g. into work/, which `make lab` uses), then "
+            "run again with --force (`make notebooks FORCE=1`). To drop the edits, just run with --force.")
+    written = []
+    for dst, nb in plans:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        text = render(build(src, sol, cfg))
-        if not dst.exists() or dst.read_text() != text:
-            dst.write_text(text)
-            written.append(dst)
+        dst.write_text(render(nb))
+        written.append(dst)
     return written
+
+
+def workspace(folder: Path) -> list[Path]:
+    """Copy each student notebook into ``folder`` where it is missing; never overwrite (the learner's copies)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    created = []
+    for _src, dst, sol in targets():
+        mine = folder / dst.name
+        if not sol and dst.exists() and not mine.exists():
+            mine.write_text(dst.read_text())
+            created.append(mine)
+    return created
 
 
 def set_repo(url: str) -> None:
@@ -210,7 +286,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m minimovq.authoring", description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if any generated notebook is out of date")
     ap.add_argument("--repo", help="set the repository URL (pyproject [tool.minimovq]) and regenerate")
+    ap.add_argument("--force", action="store_true", help="overwrite generated notebooks even if they were edited")
+    ap.add_argument("--workspace", metavar="DIR", help="copy the student notebooks into DIR where missing, and exit")
     args = ap.parse_args(argv)
+    if args.workspace:
+        folder = Path(args.workspace)
+        for p in workspace(folder):
+            print(f"created your copy {p}")
+        print(f"your notebooks are in {folder}/ (git-ignored: `git pull` and `make notebooks` never touch them)")
+        return 0
     if args.check:
         bad = stale()
         for p in bad:
@@ -220,7 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if bad else 0
     if args.repo:
         set_repo(args.repo)
-    for p in write_all():
+    try:
+        written = write_all(force=args.force)
+    except EditedNotebook as e:
+        print(e, file=sys.stderr)
+        return 1
+    for p in written:
         print(f"wrote {p.relative_to(ROOT)}")
     return 0
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from minimovq.discriminator import NLayerDiscriminator
 from minimovq.lpips import LPIPS
 
-__all__ = ["VQGANLoss", "hinge_d_loss", "vanilla_d_loss", "adaptive_weight", "adopt_weight"]
+__all__ = ["VQGANLoss", "hinge_d_loss", "discriminator_loss", "vanilla_d_loss", "adaptive_weight", "adopt_weight"]
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -46,6 +46,20 @@ def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.
     L_D = ½ ( mean relu(1 − D(x)) + mean relu(1 + D(x̂)) )
     """
     return 0.5 * (F.relu(1.0 - logits_real.float()).mean() + F.relu(1.0 + logits_fake.float()).mean())
+
+
+def discriminator_loss(disc: nn.Module, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """The discriminator's hinge loss on a real batch x and a reconstructed batch x_hat (Lesson 3's exercise
+    `discriminator_loss`). x, x_hat: (B, C, H, W) -> scalar.
+
+    Real and fake go through D in two separate forward passes, so its BatchNorm never sees a mixed batch, and
+    x_hat is detached, so no gradient reaches the generator (only D learns from this loss):
+
+        L_D = ½ ( mean relu(1 − D(x)) + mean relu(1 + D(sg[x̂])) )
+    """
+    logits_real = disc(x)
+    logits_fake = disc(x_hat.detach())
+    return hinge_d_loss(logits_real, logits_fake)
 
 
 def vanilla_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:

@@ -18,14 +18,58 @@ import torch
 from einops import rearrange
 
 from minimovq.maskgit import cosine_schedule, select_to_remask  # select_to_remask re-exported
+from minimovq.validate import check_sampling_args
 
-__all__ = ["select_to_remask", "sample", "sample_autoregressive", "gumbel_noise"]
+__all__ = ["select_to_remask", "decode_step", "sample", "sample_autoregressive", "gumbel_noise"]
 
 
 def gumbel_noise(shape, generator=None, device=None):
     """Standard Gumbel noise g = −log(−log u), u ~ U(0, 1), from ``generator`` when given."""
     u = torch.rand(shape, generator=generator, device=device).clamp_(min=1e-20)
     return -torch.log(-torch.log(u))
+
+
+def decode_step(tokens, logits, sampled, noise, mask_id, step, steps, n_start, choice_temperature=4.5):
+    """One MaskGIT decoding iteration (Lesson 5's exercise `decode_step`), deterministic: the draws come in.
+
+    Args:
+        tokens: (B, N) long, ``mask_id`` at the unknown positions; or (B, N, G), a position unknown when any
+            of its G tokens is ``mask_id``. Not modified.
+        logits: (B, N, K) (or (B, N, G, K)), the model's output for this step.
+        sampled: like ``tokens``, a token drawn from softmax(logits) at every position.
+        noise: (B, N) standard Gumbel noise.
+        step, steps: t (0-based) and T.
+        n_start: int or LongTensor (B,), the number of unknown positions when decoding began.
+        choice_temperature: τ, the scale of the noise added to the confidence.
+
+    Returns the new grid, like ``tokens``: ``sampled`` at the unknown positions, ``tokens`` elsewhere, with
+    the n least-confident positions of each row set back to ``mask_id``, where (u = unknown positions now)
+
+        confidence = Σ_g log_softmax(logits)[chosen token] + τ·(1 − (t+1)/T)·noise,   +∞ at known positions
+        n = max(1, min(u − 1, ⌊γ((t+1)/T)·n_start⌋)) for t < T − 1 (0 when u = 0),    n = 0 at t = T − 1
+    """
+    grouped = tokens.dim() == 3
+    tok, smp = (tokens, sampled) if grouped else (tokens[..., None], sampled[..., None])  # (B, N, G)
+    logp = (logits if grouped else logits[..., None, :]).float().log_softmax(-1)         # (B, N, G, K)
+    unknown = (tok == mask_id).any(-1)                                                     # (B, N)
+    new = torch.where(unknown[..., None], smp, tok)                                        # (B, N, G)
+    ratio = (step + 1) / steps
+    # confidence = Σ_g log p(chosen token) + τ(1 − ratio)·Gumbel; already known positions +∞
+    conf = logp.gather(-1, new[..., None])[..., 0].sum(-1)                                 # (B, N)
+    conf = conf + choice_temperature * (1 - ratio) * noise
+    conf = conf.masked_fill(~unknown, float("inf"))
+    u = unknown.sum(-1)                                                                    # (B,)
+    if step >= steps - 1:
+        n = torch.zeros_like(u)
+    else:
+        n_start = torch.as_tensor(n_start, device=u.device).long().expand_as(u)
+        # n = max(1, min(u − 1, ⌊γ(ratio)·n_start⌋)), 0 when nothing is unknown
+        n = torch.floor(cosine_schedule(ratio) * n_start).long()
+        n = torch.maximum(torch.ones_like(n), torch.minimum(u - 1, n))
+        n = torch.where(u > 0, n, torch.zeros_like(n))
+    remask = select_to_remask(conf, n)                                                     # (B, N)
+    new = new.masked_fill(remask[..., None], mask_id)
+    return new if grouped else new[..., 0]
 
 
 def _guidance_labels(model, labels, batch_size, guidance, device):
@@ -74,6 +118,7 @@ def sample(model, batch_size, steps=8, temperature=4.5, labels=None, tokens=None
 
     Returns tokens (B, h, w) or (B, h, w, G), and the history when asked.
     """
+    check_sampling_args(batch_size=batch_size, steps=steps, temperature=temperature, guidance=guidance)
     if model.causal:
         raise ValueError("sample() decodes a bidirectional MaskGIT; use sample_autoregressive for causal=True.")
     if steps < 1:
@@ -96,28 +141,18 @@ def sample(model, batch_size, steps=8, temperature=4.5, labels=None, tokens=None
             logits = model(cur, labels).float()  # (B, N, G, K)
         else:  # one pass over [cur; cur] with labels [c; ∅]
             logits = _guide(model(cur.repeat(2, 1, 1), pair), guidance)
-        logp = logits.log_softmax(-1)
-        # 1. sample every position (Gumbel-max = a categorical draw); keep the fixed ones
-        drawn = (logp + gumbel_noise(logp.shape, generator, device)).argmax(-1)  # (B, N, G)
-        drawn = torch.where(unknown[..., None], drawn, cur)
-        if t == steps - 1:  # the last step fixes everything that is still masked
-            cur, unknown = drawn, torch.zeros_like(unknown)
-        else:
-            ratio = (t + 1) / steps
-            # 2. confidence = Σ_g log p(token_g) + τ(1 − ratio)·Gumbel, fixed tokens +∞
-            conf = logp.gather(-1, drawn[..., None])[..., 0].sum(-1)  # (B, N)
-            conf = conf + temperature * (1 - ratio) * gumbel_noise(conf.shape, generator, device)
-            conf = conf.masked_fill(~unknown, float("inf"))
-            # 3. n = ⌊γ(ratio)·N⌋, at least 1 and fewer than still masked (none if nothing is masked)
-            n = torch.floor(cosine_schedule(ratio) * n_start).long()
-            masked_now = unknown.sum(-1)
-            n = torch.maximum(torch.ones_like(n), torch.minimum(masked_now - 1, n))
-            n = torch.where(masked_now > 0, n, torch.zeros_like(n))
-            unknown = select_to_remask(conf, n)
-            cur = drawn.masked_fill(unknown[..., None], model.mask_id)
+        # 1. sample every position (Gumbel-max = a categorical draw)
+        drawn = (logits.log_softmax(-1) + gumbel_noise(logits.shape, generator, device)).argmax(-1)  # (B, N, G)
+        # 2.-3. keep the fixed tokens, score the new ones, re-mask the least confident (none at the last step,
+        # whose noise is scaled by τ·(1 − T/T) = 0 and is not drawn, so the generator ends where it always did)
+        last = t == steps - 1
+        noise = torch.zeros(drawn.shape[:2], device=device) if last else gumbel_noise(drawn.shape[:2], generator, device)
+        prediction = torch.where(unknown[..., None], drawn, cur)
+        cur = decode_step(cur, logits, drawn, noise, model.mask_id, t, steps, n_start, choice_temperature=temperature)
+        unknown = (cur == model.mask_id).any(-1)
         if return_history:
             history["tokens"].append(cur.clone())
-            history["prediction"].append(drawn)
+            history["prediction"].append(prediction)
     model.train(was_training)
     out = _as_grid(model, cur)
     if not return_history:
@@ -136,6 +171,7 @@ def sample_autoregressive(model, batch_size, temperature=1.0, top_k=None, labels
     codes before the draw. ``guidance`` is classifier-free guidance, as in ``sample`` (the cache then
     holds the conditional and the unconditional rows). Returns tokens (B, h, w) or (B, h, w, G).
     """
+    check_sampling_args(batch_size=batch_size, temperature=temperature, top_k=top_k, guidance=guidance)
     if not model.causal:
         raise ValueError("sample_autoregressive needs MaskGIT(..., causal=True); use sample() for MaskGIT.")
     device = device or next(model.parameters()).device

@@ -62,6 +62,19 @@ class DetachedZq(_Base):
         return super().forward(f, zq.detach())
 
 
+class InPlaceResidual(_Base):  # adds the shift into the caller's feature map
+    def forward(self, f, zq):
+        zq = self.up(zq, f)
+        return f.mul_(0).add_(self.norm_layer(f.clone()) * self.conv_y(zq) + self.conv_b(zq))
+
+
+class BatchNormed(_Base):  # normalises over the batch instead of per sample (GroupNorm)
+    def forward(self, f, zq):
+        zq = self.up(zq, f)
+        mean, std = f.mean((0, 2, 3), keepdim=True), f.std((0, 2, 3), keepdim=True)
+        return ((f - mean) / (std + 1e-6)) * self.conv_y(zq) + self.conv_b(zq)
+
+
 class WrongNames(nn.Module):
     def __init__(self, f_channels, zq_channels):
         super().__init__()
@@ -81,14 +94,14 @@ class Stub(nn.Module):
 
 
 @pytest.mark.parametrize("wrong", [Bilinear, ScaleFactor, NoAffine, DefaultEps, SwappedConvs, NoNorm,
-                                   DetachedZq, WrongNames, Stub])
+                                   DetachedZq, WrongNames, Stub, InPlaceResidual, BatchNormed])
 def test_spatial_norm_rejects_wrong_versions(wrong):
     with pytest.raises(AssertionError):
         checks.SpatialNorm(wrong, strict=True)
 
 
 def test_spatial_norm_falls_back_to_reference(capsys):
-    assert checks.SpatialNorm(Bilinear) is movq.SpatialNorm
+    assert checks.SpatialNorm(Bilinear).__wrapped__ is movq.SpatialNorm
     assert "✗" in capsys.readouterr().out
     assert checks.SpatialNorm(_Base) is _Base  # a correct learner's version is returned
 
@@ -149,6 +162,20 @@ def farthest_code(z, codebook, groups):
     return z + (z_q - z).detach(), rearrange(idx, "(b h w g) -> b h w g", b=B, h=H, w=W)
 
 
+def in_place_write(z, codebook, groups):  # writes z_q into the caller's z
+    z_q, idx = correct_einops(z, codebook, groups)
+    z.data.copy_(z_q.detach())
+    return z_q, idx
+
+
+def leaks_backwards(z, codebook, groups):  # straight-through written backwards: the codebook gets the gradient
+    B, D, H, W = z.shape
+    flat = rearrange(z, "b (g d) h w -> (b h w g) d", g=groups)
+    idx = torch.cdist(flat, codebook).argmin(1)
+    e = rearrange(codebook[idx], "(b h w g) d -> b (g d) h w", b=B, h=H, w=W)
+    return e + (z - z.detach()), rearrange(idx, "(b h w g) -> b h w g", b=B, h=H, w=W)
+
+
 def stub(z, codebook, groups):
     raise NotImplementedError("Exercise 4.2: group_quantize")
 
@@ -158,7 +185,8 @@ def test_group_quantize_accepts_an_independent_correct_version():
 
 
 @pytest.mark.parametrize("wrong", [interleaved, no_straight_through, codebook_gets_gradient, groups_first_indices,
-                                   flat_indices, drops_group_axis_for_one_group, farthest_code, stub])
+                                   flat_indices, drops_group_axis_for_one_group, farthest_code, stub,
+                                   in_place_write, leaks_backwards])
 def test_group_quantize_rejects_wrong_versions(wrong):
     with pytest.raises(AssertionError):
         checks.group_quantize(wrong, strict=True)

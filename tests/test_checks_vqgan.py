@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from minimovq.checks import vqgan as checks
 from minimovq.discriminator import patchgan_receptive_field
-from minimovq.losses import adaptive_weight, hinge_d_loss
+from minimovq.losses import adaptive_weight, discriminator_loss, hinge_d_loss
 from minimovq.lpips import lpips_layer_distance
 
 def _norm(f, eps=1e-10):
@@ -23,6 +23,11 @@ WRONG_LPIPS = {
     "no eps": lambda f0, f1, w: torch.einsum(
         "bchw,c->bhw", (f0 / f0.norm(dim=1, keepdim=True) - f1 / f1.norm(dim=1, keepdim=True)) ** 2, w).mean((1, 2)),
     "mean over channels": lambda f0, f1, w: (((_norm(f0) - _norm(f1)) ** 2) * w.view(1, -1, 1, 1)).mean((1, 2, 3)),
+    "normalises in place": lambda f0, f1, w: torch.einsum(
+        "bchw,c->bhw", (f0.div_(f0.norm(dim=1, keepdim=True) + 1e-10) - f1.div_(f1.norm(dim=1, keepdim=True) + 1e-10))
+        ** 2, w).mean((1, 2)),
+    "normalises without gradient": lambda f0, f1, w: torch.einsum(
+        "bchw,c->bhw", (_norm(f0).detach() - _norm(f1).detach()) ** 2, w).mean((1, 2)),
     "keeps the channel dim": lambda f0, f1, w: (((_norm(f0) - _norm(f1)) ** 2) * w.view(1, -1, 1, 1)).mean((2, 3)),
 }
 
@@ -59,7 +64,7 @@ WRONG_RF = {
 
 @pytest.mark.parametrize("name", WRONG_RF)
 def test_patchgan_receptive_field_rejects(name):
-    assert checks.patchgan_receptive_field(WRONG_RF[name], strict=False, quiet=True) is patchgan_receptive_field
+    assert checks.patchgan_receptive_field(WRONG_RF[name], strict=False, quiet=True).__wrapped__ is patchgan_receptive_field
     with pytest.raises(AssertionError):
         checks.patchgan_receptive_field(WRONG_RF[name], strict=True)
 
@@ -130,12 +135,33 @@ def _aw_frees_graph(nll, g, last, delta=1e-4):
     return torch.clamp(gn.norm() / (gg.norm() + delta), 0, 1e4).detach()
 
 
+def _aw_backward(nll, g, last, delta=1e-4):  # reads .grad after .backward(): grads left on every leaf
+    nll.backward(retain_graph=True)
+    gn = last.grad.clone()
+    last.grad = None
+    g.backward(retain_graph=True)
+    gg = last.grad.clone()
+    last.grad = None
+    return torch.clamp(gn.norm() / (gg.norm() + delta), 0, 1e4).detach()
+
+
+def _aw_backward_zeroed(nll, g, last, delta=1e-4):  # zeroes last.grad, but h and the critic keep theirs
+    nll.backward(retain_graph=True)
+    gn = last.grad.clone()
+    last.grad.zero_()
+    g.backward(retain_graph=True)
+    gg = last.grad.clone()
+    last.grad = None
+    return torch.clamp(gn.norm() / (gg.norm() + delta), 0, 1e4).detach()
+
+
 def _aw_python_float(nll, g, last, delta=1e-4):
     return float(adaptive_weight(nll, g, last, delta))
 
 
 WRONG_AW = {f.__name__: f for f in (_aw_no_clamp, _aw_no_detach, _aw_inverted, _aw_squared, _aw_no_delta,
-                                     _aw_fixed_delta, _aw_with_disc_weight, _aw_frees_graph, _aw_python_float)}
+                                     _aw_fixed_delta, _aw_with_disc_weight, _aw_frees_graph, _aw_python_float,
+                                     _aw_backward, _aw_backward_zeroed)}
 
 
 @pytest.mark.parametrize("name", WRONG_AW)
@@ -145,10 +171,10 @@ def test_adaptive_weight_rejects(name):
 
 
 def test_failure_message_names_the_problem(capsys):
-    assert checks.hinge_d_loss(WRONG_HINGE["signs swapped"]) is hinge_d_loss
+    assert checks.hinge_d_loss(WRONG_HINGE["signs swapped"]).__wrapped__ is hinge_d_loss
     out = capsys.readouterr().out
     assert "✗" in out and "Exercise 3.3" in out and "hint" in out
-    assert checks.lpips_layer_distance(WRONG_LPIPS["no eps"]) is lpips_layer_distance
+    assert checks.lpips_layer_distance(WRONG_LPIPS["no eps"]).__wrapped__ is lpips_layer_distance
     assert "NaN" in capsys.readouterr().out
 
 
@@ -157,3 +183,79 @@ def test_references_are_the_package_functions():
     assert checks.patchgan_receptive_field.reference is patchgan_receptive_field
     assert checks.hinge_d_loss.reference is hinge_d_loss
     assert checks.adaptive_weight.reference is adaptive_weight
+    assert checks.discriminator_loss.reference is discriminator_loss
+
+
+def test_backward_inside_adaptive_weight_is_named():
+    with pytest.raises(AssertionError, match=r"left a \.grad"):
+        checks.adaptive_weight(_aw_backward, strict=True)
+
+
+# ---- discriminator_loss ---------------------------------------------------------------------------------------
+def _d_hinge(real, fake):
+    return 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
+
+
+def d_one_batch(disc, x, x_hat):  # one pass over [x; x_hat]: BatchNorm mixes real and fake statistics
+    logits = disc(torch.cat([x, x_hat.detach()]))
+    return _d_hinge(logits[: len(x)], logits[len(x):])
+
+
+def d_not_detached(disc, x, x_hat):  # the generator receives the discriminator's gradient
+    return _d_hinge(disc(x), disc(x_hat))
+
+
+def d_no_grad_fake(disc, x, x_hat):  # D never learns from the fakes
+    with torch.no_grad():
+        fake = disc(x_hat)
+    return _d_hinge(disc(x), fake)
+
+
+def d_signs_swapped(disc, x, x_hat):
+    return _d_hinge(disc(x_hat.detach()), disc(x))
+
+
+def d_joint_mean(disc, x, x_hat):  # one mean over both logit maps
+    real, fake = disc(x), disc(x_hat.detach())
+    return 0.5 * torch.cat([F.relu(1 - real).flatten(), F.relu(1 + fake).flatten()]).mean() * 2
+
+
+def d_eval_mode(disc, x, x_hat):  # switches BatchNorm to its running statistics
+    disc.eval()
+    return _d_hinge(disc(x), disc(x_hat.detach()))
+
+
+def d_backward_inside(disc, x, x_hat):  # steps are the Trainer's job: leaves .grad on D's parameters
+    loss = _d_hinge(disc(x), disc(x_hat.detach()))
+    loss.backward(retain_graph=True)
+    return loss
+
+
+def d_detach_in_place(disc, x, x_hat):  # cuts the generator's own graph
+    x_hat.detach_()
+    return _d_hinge(disc(x), disc(x_hat))
+
+
+def d_item(disc, x, x_hat):
+    return torch.tensor(_d_hinge(disc(x), disc(x_hat.detach())).item())
+
+
+def d_generator_loss(disc, x, x_hat):  # the generator's hinge instead of D's
+    return -disc(x_hat).mean()
+
+
+WRONG_D = {f.__name__: f for f in (d_one_batch, d_not_detached, d_no_grad_fake, d_signs_swapped, d_joint_mean,
+                                    d_eval_mode, d_backward_inside, d_detach_in_place, d_item, d_generator_loss)}
+
+
+@pytest.mark.parametrize("name", WRONG_D)
+def test_discriminator_loss_rejects(name):
+    with pytest.raises(AssertionError, match=r"^Exercise 3\.5 \(discriminator_loss\)"):
+        checks.discriminator_loss(WRONG_D[name], strict=True)
+
+
+def test_discriminator_loss_accepts_the_library_hinge():
+    def mine(disc, x, x_hat):
+        return hinge_d_loss(disc(x), disc(x_hat.detach()))
+
+    assert checks.discriminator_loss(mine, strict=True) is mine

@@ -72,6 +72,32 @@ def q_no_permute(z, codebook, beta=0.25):  # flattens channels-first memory as i
     return z + (z_q - z).detach(), loss, idx.view(B, H, W)
 
 
+def q_leaks_into_codebook(z, codebook, beta=0.25):  # straight-through written backwards
+    z_q, idx = _lookup(z, codebook)
+    loss = F.mse_loss(z_q, z.detach()) + beta * F.mse_loss(z, z_q.detach())
+    return z_q + (z - z.detach()), loss, idx
+
+
+def q_in_place_codebook_loss(z, codebook, beta=0.25):  # normalises the caller's z in place first
+    z.data.div_(z.data.norm(dim=1, keepdim=True) + 1e-6)
+    z_q, idx = _lookup(z, codebook)
+    loss = F.mse_loss(z_q, z.detach()) + beta * F.mse_loss(z, z_q.detach())
+    return z + (z_q - z).detach(), loss, idx
+
+
+def q_sum_not_mean(z, codebook, beta=0.25):
+    z_q, idx = _lookup(z, codebook)
+    loss = ((z_q - z.detach()) ** 2).sum() + beta * ((z - z_q.detach()) ** 2).sum()
+    return z + (z_q - z).detach(), loss, idx
+
+
+def q_backward_inside(z, codebook, beta=0.25):  # calls backward itself: leaves .grad on the codebook
+    z_q, idx = _lookup(z, codebook)
+    loss = F.mse_loss(z_q, z.detach()) + beta * F.mse_loss(z, z_q.detach())
+    loss.backward(retain_graph=True)
+    return z + (z_q - z).detach(), loss, idx
+
+
 def q_correct_alternative(z, codebook, beta=0.25):
     z_q, idx = _lookup(z, codebook)
     loss = torch.mean((z.detach() - z_q) ** 2) + beta * torch.mean((z - z_q.detach()) ** 2)
@@ -168,6 +194,8 @@ def ppl_used_count(indices, num_codes):
     (checks.nearest_codes, nc_wrong_dim), (checks.nearest_codes, nc_float),
     (checks.quantize, q_beta_swapped), (checks.quantize, q_no_straight_through),
     (checks.quantize, q_no_stop_gradient), (checks.quantize, q_fixed_beta), (checks.quantize, q_no_permute),
+    (checks.quantize, q_leaks_into_codebook), (checks.quantize, q_in_place_codebook_loss),
+    (checks.quantize, q_sum_not_mean), (checks.quantize, q_backward_inside),
     (checks.ema_update, ema_in_place), (checks.ema_update, ema_in_place_one_hot_free),
     (checks.ema_update, ema_no_smoothing), (checks.ema_update, ema_decay_swapped),
     (checks.ema_update, ema_mean_not_sum),
@@ -177,7 +205,7 @@ def ppl_used_count(indices, num_codes):
 def test_wrong_implementations_are_rejected(check, wrong, capsys):
     with pytest.raises(AssertionError):
         check(wrong, strict=True)
-    assert check(wrong) is check.reference
+    assert check(wrong).__wrapped__ is check.reference
     assert "✗" in capsys.readouterr().out
 
 
@@ -194,3 +222,8 @@ def test_references_are_the_package_functions():
     assert checks.quantize.reference is ref.quantize
     assert checks.ema_update.reference is ref.ema_update
     assert checks.perplexity.reference is ref.perplexity
+
+
+def test_straight_through_leak_is_named():
+    with pytest.raises(AssertionError, match="leaks into the codebook"):
+        checks.quantize(q_leaks_into_codebook, strict=True)

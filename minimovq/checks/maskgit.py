@@ -1,4 +1,7 @@
-"""Checks for Lesson 5 (MaskGIT): ``cosine_schedule``, ``mask_tokens``, ``select_to_remask``."""
+"""Checks for Lesson 5 (MaskGIT): ``mask_tokens`` (5.1) and ``decode_step`` (5.2).
+
+``cosine_schedule`` and ``select_to_remask`` are library functions (:mod:`minimovq.maskgit`) that the lesson uses.
+"""
 from __future__ import annotations
 
 import math
@@ -7,26 +10,14 @@ import torch
 
 from .. import maskgit as ref
 from .. import sampling
-from ._core import expect, expect_close, expect_shape, expect_tensor, exercise
+from ._core import call, expect, expect_close, expect_shape, exercise
 
 
-@exercise("5.1", "cosine_schedule", reference=ref.cosine_schedule)
-def cosine_schedule(fn, ref_fn):
-    r = torch.tensor([0.0, 0.1, 0.25, 1 / 3, 0.5, 0.75, 0.9, 1.0])
-    g = expect_tensor(fn(r), "cosine_schedule(r)")
-    expect_shape(g, r.shape, what="cosine_schedule(r)", hint="work elementwise: one ratio per r")
-    expect_close(g, ref_fn(r), what="cosine_schedule(r)", atol=1e-5,
-                 hint="γ(r) = cos(π·r/2): 1 at r = 0 (everything masked), 0 at r = 1 (nothing masked)")
-    grid = torch.rand(3, 4)
-    expect_close(fn(grid), ref_fn(grid), what="cosine_schedule on a (3, 4) tensor", atol=1e-5,
-                 hint="use torch.cos(math.pi / 2 * r), no reductions or loops over a fixed length")
-
-
-@exercise("5.2", "mask_tokens", reference=ref.mask_tokens)
+@exercise("5.1", "mask_tokens", reference=ref.mask_tokens)
 def mask_tokens(fn, ref_fn):
     K, B, N = 16, 8000, 4
     tokens = torch.randint(0, K, (B, N))
-    out = fn(tokens, K, generator=torch.Generator().manual_seed(0))
+    out = call(fn, tokens, K, generator=torch.Generator().manual_seed(0))
     expect(isinstance(out, tuple) and len(out) == 2, "mask_tokens should return (masked_tokens, mask)")
     masked, mask = out
     expect_shape(masked, tokens.shape, what="masked_tokens")
@@ -75,26 +66,66 @@ def mask_tokens(fn, ref_fn):
                "mask_id in all G channels", hint="masked_fill(mask[..., None], mask_id)")
 
 
-@exercise("5.3", "select_to_remask", reference=sampling.select_to_remask)
-def select_to_remask(fn, ref_fn):
-    conf = torch.randn(6, 10)
-    for n in (0, 1, 4, 9):
-        got = fn(conf, n)
-        expect_shape(got, conf.shape, what=f"select_to_remask(confidence, n={n})")
-        expect(got.dtype == torch.bool, f"the result has dtype {got.dtype}, expected torch.bool")
-        expect_close(got, ref_fn(conf, n), what=f"positions chosen with n={n}",
-                     hint="True at the n LEAST confident positions of each row (the ones to mask again)")
-    n_row = torch.tensor([0, 1, 3, 5, 7, 9])
-    got = fn(conf, n_row)
-    expect_shape(got, conf.shape, what="select_to_remask with a per-row n")
-    expect(got.sum(1).tolist() == n_row.tolist(),
-           f"rows selected {got.sum(1).tolist()} positions, expected n = {n_row.tolist()}",
-           hint="n may be a LongTensor (B,): compare each row's ranks with its own n[:, None]")
-    expect_close(got, ref_fn(conf, n_row), what="positions chosen with a per-row n",
-                 hint="rank each row (argsort of argsort) and keep ranks < n[:, None]")
-    # fixed tokens carry +inf confidence and are never chosen while finite ones remain
-    conf_inf = conf.clone()
-    conf_inf[:, ::2] = float("inf")
-    got = fn(conf_inf, torch.tensor([1, 2, 3, 4, 5, 5]))
-    expect(not got[:, ::2].any(), "a position with confidence +inf (an already fixed token) was chosen",
-           hint="sort in ascending order: the smallest confidences go first")
+def _decode_case(step, steps, unknown, n_start, seed=0, B=None, N=16, K=10):
+    """Inputs of one decoding step: rows with ``unknown[b]`` masked positions, logits, a draw, Gumbel noise."""
+    gen = torch.Generator().manual_seed(seed)
+    B = len(unknown)
+    tokens = torch.randint(0, K, (B, N), generator=gen)
+    for b, u in enumerate(unknown):
+        tokens[b, torch.randperm(N, generator=gen)[:u]] = K  # mask_id = K
+    logits = torch.randn(B, N, K, generator=gen) * 2
+    sampled = torch.multinomial(logits.softmax(-1).reshape(-1, K), 1, generator=gen).reshape(B, N)
+    noise = sampling.gumbel_noise((B, N), generator=gen)
+    return dict(tokens=tokens, logits=logits, sampled=sampled, noise=noise, mask_id=K, step=step, steps=steps,
+                n_start=n_start)
+
+
+_DECODE_CASES = [  # (what, step, steps, unknown per row, n_start)
+    ("the first step of 8, all 16 positions unknown", 0, 8, [16, 16, 16], 16),
+    ("step 2 of 8 (index 1)", 1, 8, [16, 15, 14], 16),
+    ("step 4 of 8, rows at different stages (u = 16, 11, 5, 0), n_start as a tensor", 3, 8, [16, 11, 5, 0],
+     torch.tensor([16, 16, 16, 16])),
+    ("step 7 of 8 with n_start = 3 (γ·n_start < 1)", 6, 8, [3, 2, 1], torch.tensor([3, 3, 3])),
+    ("the last step of 8", 7, 8, [16, 1, 4], 16),
+    ("a 4-step decode, step 2 (index 1), inpainting rows with n_start = 9", 1, 4, [9, 7], 9),
+]
+
+
+@exercise("5.2", "decode_step", reference=sampling.decode_step)
+def decode_step(fn, ref_fn):
+    """fn(tokens, logits, sampled, noise, mask_id, step, steps, n_start, choice_temperature=4.5) -> (B, N) long."""
+    for what, step, steps, unknown, n_start in _DECODE_CASES:
+        case = _decode_case(step, steps, unknown, n_start, seed=step + 10 * steps)
+        args = [case[k] for k in ("tokens", "logits", "sampled", "noise", "mask_id", "step", "steps", "n_start")]
+        got = call(fn, *args)
+        want = ref_fn(*args)
+        tokens, K = case["tokens"], case["mask_id"]
+        expect_shape(got, tokens.shape, what=f"the new grid ({what})", hint="return a (B, N) grid like tokens")
+        expect(got.dtype == torch.long, f"the new grid has dtype {got.dtype}, expected torch.long",
+               hint="torch.where / masked_fill on the long tokens keep the dtype")
+        known = tokens != K
+        expect(not bool((known & (got != tokens) & (got != K)).any()),
+               f"{what}: a token known before this step was replaced", hint="take `sampled` only where tokens == mask_id")
+        expect(not bool((got[known] == K).any()), f"{what}: a token known before this step was masked again",
+               hint="give the known positions confidence +inf, so they are never among the least confident")
+        n_got, n_want = (got == K).sum(1).tolist(), (want == K).sum(1).tolist()
+        expect(n_got == n_want, f"{what}: rows re-mask {n_got} positions, expected {n_want}",
+               hint="n = max(1, min(u − 1, ⌊cos(π/2 · (step+1)/steps) · n_start⌋)) for step < steps − 1, "
+                    "0 at the last step and where u = 0 (u: unknown positions before this step)")
+        expect(torch.equal(got, want), f"{what}: {int((got != want).sum())} of {got.numel()} positions differ "
+               "from the reference (the right number is re-masked, but not the least confident ones)",
+               hint="confidence = log_softmax(logits, -1) at the sampled token + "
+                    "choice_temperature · (1 − (step+1)/steps) · noise; re-mask the n smallest of each row")
+    # the temperature is an argument, and τ = 0 ranks by the log-probability alone
+    case = _decode_case(2, 6, [16, 12], 16, seed=5)
+    for tau in (0.0, 20.0):
+        got = fn(**case, choice_temperature=tau)
+        expect_close(got == case["mask_id"], ref_fn(**case, choice_temperature=tau) == case["mask_id"],
+                     what=f"the re-masked positions with choice_temperature={tau:g}",
+                     hint="scale the noise by choice_temperature · (1 − (step+1)/steps)")
+    # the tokens filled in are the sampled ones
+    case = _decode_case(0, 2, [16, 16], 16, seed=3)
+    got = fn(**case)
+    keep = got != case["mask_id"]
+    expect(torch.equal(got[keep], case["sampled"][keep]), "a newly filled position does not hold the sampled token",
+           hint="the new grid takes `sampled` at the unknown positions")

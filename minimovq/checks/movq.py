@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from .. import movq as ref
 from ..quantize import quantize as plain_quantize
-from ._core import CheckFailure, expect, expect_close, expect_shape, expect_tensor, exercise
+from ._core import CheckFailure, call, expect, expect_close, expect_shape, expect_tensor, exercise, grad_of
 
 _FORMULA = "norm_layer(f) * conv_y(zq_up) + conv_b(zq_up), zq_up = F.interpolate(zq, size=f.shape[-2:], mode='nearest')"
 
@@ -53,7 +53,7 @@ def SpatialNorm(cls, ref_cls):
         f, zq = torch.randn(f_shape) * 2 + 0.5, torch.randn(zq_shape)
         with torch.no_grad():
             try:
-                out = mine(f, zq)
+                out = call(mine, f, zq)
             except RuntimeError as e:
                 raise CheckFailure(f"on a {what} (f {f_shape}, zq {zq_shape}) your module raised: "
                                    f"{str(e).splitlines()[0]}\n  hint: upsample with F.interpolate(zq, "
@@ -63,10 +63,11 @@ def SpatialNorm(cls, ref_cls):
 
     # Gradients reach f, zq and the modulation convs.
     f, zq = torch.randn(2, C, 4, 4, requires_grad=True), torch.randn(2, D, 2, 2, requires_grad=True)
-    mine(f, zq).square().sum().backward()
-    expect(f.grad is not None and zq.grad is not None and zq.grad.abs().sum() > 0
-           and mine.conv_y.weight.grad is not None, "no gradient reached f, zq or conv_y",
-           hint="do not detach zq: the decoder learns through the modulation")
+    out = call(mine, f, zq, reach=tuple(mine.parameters()))
+    expect(out.requires_grad, "the output carries no gradient", hint="no .detach() and no torch.no_grad() inside")
+    gf, gzq, gy = grad_of(out.square().sum(), [f, zq, mine.conv_y.weight])
+    expect(gf is not None and gzq is not None and gzq.abs().sum() > 0 and gy is not None,
+           "no gradient reached f, zq or conv_y", hint="do not detach zq: the decoder learns through the modulation")
 
 
 @exercise("4.2", "group_quantize", reference=ref.group_quantize)
@@ -76,7 +77,7 @@ def group_quantize(fn, ref_fn):
 
     # With one group it is the plain quantizer.
     codebook = torch.randn(K, D)
-    out = fn(z, codebook, 1)
+    out = call(fn, z, codebook, 1)
     expect(isinstance(out, tuple) and len(out) == 2, "return a tuple (z_q, indices)")
     z_q, idx = out
     z_q_ref, _, idx_ref = plain_quantize(z, codebook)
@@ -104,14 +105,14 @@ def group_quantize(fn, ref_fn):
     # Straight-through: dL/dz = dL/dz_q, and the codebook gets no gradient through z_q.
     z = torch.randn(B, D, H, W, requires_grad=True)
     codebook = torch.randn(K, D // 4, requires_grad=True)
-    z_q, _ = fn(z, codebook, 4)
+    z_q, _ = call(fn, z, codebook, 4)
     upstream = torch.randn(B, D, H, W)
     expect(expect_tensor(z_q, "z_q").requires_grad, "z_q does not require grad: no gradient can reach z",
            hint="straight-through: z_q = z + (e - z).detach(), not e.detach() alone")
-    (z_q * upstream).sum().backward()
-    expect(z.grad is not None, "no gradient reached z", hint="straight-through: z_q = z + (e - z).detach()")
-    expect_close(z.grad, upstream, what="dL/dz (straight-through gradient)",
+    gz, gc = grad_of(z_q, [z, codebook], upstream)
+    expect(gz is not None, "no gradient reached z", hint="straight-through: z_q = z + (e - z).detach()")
+    expect_close(gz, upstream, what="dL/dz (straight-through gradient)",
                  hint="straight-through: z_q = z + (e - z).detach(), so the gradient passes to z unchanged")
-    expect(codebook.grad is None or codebook.grad.abs().sum() == 0,
+    expect(gc is None or gc.abs().sum() == 0,
            "the codebook received a gradient through z_q",
            hint="z_q = z + (e - z).detach(): the codebook is trained by the codebook loss, not through z_q")

@@ -2,9 +2,10 @@
 # # Lesson 2 — VQ-VAE: discrete latents and EMA codebooks{{VARIANT}}
 # {{COLAB_BADGE}}
 #
-# **Where we are.** Lesson 1's VAE squeezed each image into a continuous Gaussian code and paid for it with blur.
-# Today the code becomes **discrete**: a grid of integers, each the index of a vector in a learned *codebook*
-# (van den Oord et al. 2017, "Neural Discrete Representation Learning"). You will
+# **Where we are.** Lesson 1's VAE squeezed each image into a continuous Gaussian code, and its reconstructions lost
+# much of their fine detail (Lesson 1 measured how much). Today the code becomes **discrete**: a grid of integers,
+# each the index of a vector in a learned *codebook* (van den Oord et al. 2017, "Neural Discrete Representation
+# Learning"). You will
 # 1. quantize by nearest neighbour and see the codebook carve the latent space into cells,
 # 2. push gradients through a non-differentiable `argmin` with the **straight-through estimator**,
 # 3. write the **codebook and commitment losses** (and meet the β swap hidden in the official code),
@@ -15,6 +16,12 @@
 #
 # Four exercises, each followed by a check that says what differs and, until it passes, lends you the reference
 # so the rest of the notebook runs.
+#
+# **Three official codebases** come up in this course, and minimovq matches each number for number:
+# - **Sonnet**: DeepMind's neural-network library for TensorFlow. It ships the VQ-VAE quantizers
+#   (`VectorQuantizer`, `VectorQuantizerEMA`) and an example notebook that trains a VQ-VAE on CIFAR-10.
+# - **taming-transformers** ("taming"): CompVis' official code of VQGAN (Esser et al. 2021), Lesson 3.
+# - **SBER-MoVQGAN**: ai-forever's (Sber AI) open implementation of MoVQ (Zheng et al. 2022), Lesson 4.
 
 # %%
 {{SETUP}}
@@ -31,7 +38,8 @@ import matplotlib.pyplot as plt
 import torch.nn.functional as F
 from einops import rearrange
 from minimovq import data, viz
-from minimovq.metrics import evaluate_reconstruction, format_table
+from minimovq.metrics import evaluate_reconstruction, format_table, high_frequency_energy
+from minimovq.reference import record   # keeps this lesson's headline tables under `make reference`
 from minimovq.quantize import CodebookUsage, VectorQuantizer, codebook_usage
 from minimovq.train import Trainer, count_parameters
 from minimovq.vqvae import VQVAE
@@ -66,12 +74,23 @@ viz.show_grid(x_test, nrow=8, title=f"{DATASET}: test images");
 
 # %% [markdown]
 # ## 1. Why discrete latents
-# - **No blur from a prior.** The VAE's KL term pulls every code towards $\mathcal N(0, I)$, and the decoder learns
-#   to average what it cannot tell apart. A VQ-VAE has no KL to fight: with a uniform prior over $K$ codes, the KL
-#   of the ELBO is the constant $\log K$.
-# - **No posterior collapse.** A powerful decoder cannot ignore a code it must read to rebuild the image.
-# - **Tokens.** A $32\times32$ image becomes $8\times8 = 64$ integers in $[0, K)$: $64 \log_2 512 = 576$ bits. A
-#   transformer can model such grids like text — the MaskGIT prior of Lesson 5 does exactly that.
+# - **Tokens.** A $32\times32$ image becomes $8\times8 = 64$ integers in $[0, K)$: $64 \log_2 K$ bits, 576 for this
+#   lesson's `cpu` codebook of $K = 512$. A transformer can model such grids like text — the MaskGIT prior of
+#   Lesson 5 does exactly that.
+# - **A rate fixed by design.** The VAE's rate was whatever its KL settled at for a given β (Lesson 1's
+#   rate–distortion curve). The VQ-VAE's posterior is one-hot — the nearest code, with certainty — and its prior is
+#   uniform over the $K$ codes, so the KL term of its ELBO is the constant $\log K$ per position (VQ-VAE paper,
+#   section 3.1). The grid size and $K$ set the rate; there is no β to balance against the reconstruction.
+# - **No posterior collapse.** In a VAE with a powerful decoder (one that models pixels autoregressively, say),
+#   every nat that $z$ carries is charged by the KL, and setting $q(z\mid x) = p(z)$ makes the KL zero. If the
+#   decoder can model the images without $z$, the ELBO *rewards* ignoring it: the posterior "collapses" onto the
+#   prior. In a VQ-VAE the KL is the constant $\log K$ whatever the encoder outputs, so ignoring the code saves
+#   nothing: nothing rewards it, and the decoder keeps reading its codes. The VQ-VAE paper names this as a
+#   motivation.
+# - **What discreteness does not do by itself: sharpen.** The decoder still trains on a pixel loss (MSE), and a pixel
+#   loss is minimised by the average of the images the decoder cannot tell apart — a blur (Lesson 3, section 1).
+#   This lesson prints Lesson 1's *sharpness* measure for its models; Lesson 1 used other data and another rate, so
+#   compare the two only loosely. Lesson 3 compares losses on one model at equal budget.
 #
 # The model: an encoder gives $z_e(x) \in \mathbb R^{D \times h \times w}$; each of its $h\cdot w$ vectors is replaced
 # by its nearest code $e_k$ from a codebook $\{e_1,\dots,e_K\} \subset \mathbb R^D$; the decoder rebuilds $\hat x$
@@ -215,9 +234,11 @@ print(format_table(rows, digits=4))
 # the k-means update, made online with exponential moving averages (decay $\gamma = 0.99$):
 # $$N_k \leftarrow \gamma N_k + (1-\gamma)\,n_k, \qquad m_k \leftarrow \gamma m_k + (1-\gamma)\sum_{i: k_i = k} z_i,
 #   \qquad e_k = m_k / N_k,$$
-# with $n_k$ the number of vectors assigned to code $k$ in this batch. A code that no batch chooses would divide by
-# zero, so $N_k$ is **Laplace-smoothed**: $\tilde N_k = \frac{N_k + \epsilon}{\sum_j N_j + K\epsilon}\sum_j N_j$ and
-# $e_k = m_k / \tilde N_k$. The loss keeps only the commitment term $\beta\|z_e - \operatorname{sg}[e]\|^2$: the codebook
+# with $n_k$ the number of vectors assigned to code $k$ in this batch. The paper stops there; a code that no batch
+# chooses then has $N_k \to 0$, and $m_k / N_k$ divides by (almost) zero. The official implementation, Sonnet's
+# `VectorQuantizerEMA`, therefore smooths the counts with **additive (Laplace) smoothing** — add $\epsilon$ to every
+# count, the classic fix for zero counts — and rescales so that the total stays $\sum_j N_j$:
+# $\tilde N_k = \frac{N_k + \epsilon}{\sum_j N_j + K\epsilon}\sum_j N_j$ and $e_k = m_k / \tilde N_k$. The loss keeps only the commitment term $\beta\|z_e - \operatorname{sg}[e]\|^2$: the codebook
 # gets no gradient. No $N\times K$ one-hot matrix is needed: `torch.bincount` counts, `index_add_` sums.
 #
 # **Exercise 2.3.** Implement `ema_update(cluster_size, embed_sum, z, indices, decay=0.99, eps=1e-5)` as a *pure*
@@ -294,6 +315,17 @@ perplexity = checks.perplexity(perplexity)
 # *your* `perplexity` per batch, and the fraction of the codebook each batch uses.
 
 # %%
+from minimovq.figures import draw_vqvae
+draw_vqvae(VQVAE(hidden=HIDDEN, res_hidden=RES_HIDDEN, num_res_layers=RES_LAYERS, embed_dim=EMBED_DIM,
+                 n_embed=N_EMBED), x_test);
+
+# %% [markdown]
+# Every shape (B = batch) is measured in one forward pass of this configuration: two stride-2 convolutions shrink each
+# side by 4, and `quant_conv` maps every position to a $D$-dimensional vector that the quantizer replaces by one of
+# $K$ codes, whose integer indices are the tokens. All three arms below share this architecture; only the quantizer
+# differs.
+
+# %%
 def make_vqvae(quantizer, n_embed=N_EMBED, **options):
     seed_everything(0)
     return VQVAE(hidden=HIDDEN, res_hidden=RES_HIDDEN, num_res_layers=RES_LAYERS, embed_dim=EMBED_DIM,
@@ -320,8 +352,11 @@ def evaluate(model):
     """Quality and codebook health over the whole test split (not one batch)."""
     scores = evaluate_reconstruction(lambda x: model(x).x_hat, test_loader, device=P.device)
     usage = codebook_usage(model, test_loader, device=P.device)
+    xs = torch.cat([b.to(P.device) for b in test_loader])
+    x_hat = torch.cat([model(b).x_hat.float().clamp(-1, 1) for b in xs.split(256)])
+    kept = (high_frequency_energy(x_hat).mean() / high_frequency_energy(xs).mean()).item()  # Lesson 1's sharpness
     return {"nmse": scores["mse"] / DATA_VAR, "psnr": scores["psnr"], "ssim": scores["ssim"],
-            "usage %": 100 * usage.usage(), "perplexity": usage.perplexity()}, usage
+            "usage %": 100 * usage.usage(), "perplexity": usage.perplexity(), "sharpness %": 100 * kept}, usage
 
 
 models, histories, results, usages = {}, {}, {}, {}
@@ -363,12 +398,18 @@ viz.compare_grid({"input": x_test, **recons}, n=8);
 # %% [markdown]
 # ## 7. Codebook collapse, and two fixes
 # Make the codebook large ($K$ = `BIG_K`). With the loss-based quantizer only the codes that win a vector get a
-# gradient; the others never move, never win, and are wasted: the codebook **collapses** onto a few codes (3% usage
-# at K = 16384 on ImageNet-64 has been reported). Two fixes, both options of minimovq's quantizers:
-# - **dead-code restarts** (`dead_code_threshold=n`): a code unused for $n$ training batches is re-initialised to a
-#   random encoder output of the current batch, where the data is;
-# - **l2-normalised codes** (`l2_norm=True`): codes and encoder outputs live on the unit sphere, so nearest means
-#   most similar in direction and no code can be stranded far out by its norm.
+# gradient; the others never move, never win, and are wasted: the codebook **collapses** onto a few codes. Two
+# fixes from the literature, both options of minimovq's quantizers:
+# - **dead-code restarts** (`dead_code_threshold=n`; the "random restarts" of Jukebox, Dhariwal et al. 2020): a
+#   code unused for $n$ training batches is re-initialised to a random encoder output of the current batch, where
+#   the data is;
+# - **l2-normalised codes** (`l2_norm=True`; ViT-VQGAN, Yu et al. 2022, introduced them to raise codebook usage):
+#   codes and encoder outputs live on the unit sphere, so nearest means most similar in direction and no code can
+#   be stranded far out by its norm.
+
+# %% [markdown]
+# **Check your understanding, question 1 — predict, then run.** Before running the next cell, guess the share of
+# the `BIG_K` codes that plain VQ will use after training, and rank the five variants by usage.
 
 # %%
 variants = {
@@ -395,13 +436,16 @@ ax.set_xscale("log"); ax.set_yscale("log"); ax.set_xlabel("code rank"); ax.set_y
 ax.set_title(f"code usage on the test split, K = {BIG_K}"); ax.legend(fontsize=8); ax.grid(alpha=0.3);
 
 # %% [markdown]
-# **Reading the table.** Restarts attack collapse directly: every dead code is put back where the data is, so usage
-# jumps from a few codes to a large share of the codebook. In our `cpu`-sized runs (K = 4096, 300 steps) usage rose
-# from 0.2% to about half the codebook. l2-normalised codes alone raised usage only a little there, but they improved
-# reconstruction, and they make restarts safe: with unnormalised codes, freshly re-seeded codes cost the decoder
-# reconstruction quality, while l2 + restarts (and EMA + restarts) used about half the codebook *and* reconstructed
-# best. A short run is not the last word — check your own table, and the curve above: a healthy codebook has a long,
-# flat head instead of a cliff.
+# **Reading the table.** Compare each fix with the plain `VQ` row, one column at a time.
+# - `usage %` and `perplexity`: restarts attack collapse directly (every dead code is put back where the data is),
+#   so they should lift usage well above plain VQ. If a restart row does not, the threshold `DEAD_AFTER` was too
+#   lax for this budget.
+# - `nmse` and `psnr`: more codes in use is only worth it if reconstruction improves too. Freshly re-seeded codes
+#   can cost the decoder quality for a while, so a row with high usage and worse nmse is a real outcome, not a bug.
+# - l2 alone versus l2 + restarts: does normalising make restarts pay off in nmse?
+#
+# A short run is not the last word. Check the curve above as well: a healthy codebook has a long, flat head instead
+# of a cliff.
 
 # %% [markdown]
 # ## 8. Edit an image, one token at a time
@@ -457,15 +501,41 @@ viz.compare_grid({"decoded token grids of real images": real_grids,
 # ## Results to report
 # Quality over the test split (normalised MSE = MSE / data variance, PSNR in dB, SSIM) and codebook health (usage
 # and perplexity over the split; `batch ppl` is the per-batch perplexity at the end of training, Sonnet's measure).
-# With the `gpu` profile on CIFAR-10 the target is Sonnet's EMA VQ-VAE: normalised MSE ≤ 0.06 and a per-batch
-# perplexity ≥ 300 of 512.
+# With the `gpu` profile on CIFAR-10 the target is Sonnet's EMA VQ-VAE: its example notebook (K = 512, D = 64,
+# batch 32, 10k steps) reaches a normalised MSE of about 0.056 and a per-batch perplexity of about 330 of 512.
+# `sharpness %` is Lesson 1's measure: the share of the input's high-frequency energy that the reconstructions keep.
 
 # %%
 print(f"profile {P.name}, {DATASET} at {IMAGE_SIZE} px, K = {N_EMBED}, {STEPS} steps")
-print(format_table(results))
+print(format_table(record("quantizers", results)))
 print(f"\ncollapse experiment, K = {BIG_K}, {COLLAPSE_STEPS} steps")
-print(format_table(collapse, keys=["usage %", "perplexity", "nmse", "psnr"]))
+print(format_table(record("collapse", collapse), keys=["usage %", "perplexity", "nmse", "psnr"]))
 print(f"\nlesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' profile")
+
+# %% [markdown]
+# ## Check your understanding
+# 1. *(Predict, then run — before the collapse experiment in section 7.)* What share of a large codebook does plain
+#    VQ use, and how do the variants rank?
+# 2. `z_q + (z - z.detach())` has the value of `z_q` and passes the decoder's gradient to `z` unchanged, exactly like
+#    `z + (z_q - z).detach()`. What else does it do, and why does it matter?
+# 3. Why does β multiply the commitment term $\|z - \mathrm{sg}[e]\|^2$ and not the codebook term?
+# 4. A run reports perplexity 16 with K = 512. What does that tell you about code usage, and what does it not?
+
+# %% [markdown] solution-only
+# **Answers.**
+#
+# 1. Plain VQ usually uses only a small share: a code that never wins a vector gets no gradient, never moves and
+#    never wins. Restarts and l2-normalised codes raise usage a lot; combined (or EMA with restarts) they usually
+#    use the most. The table above has the numbers of your run.
+# 2. It keeps the graph of `z_q` itself, so the decoder's gradient also flows into the codebook entries that were
+#    looked up: the codes are pulled by the reconstruction loss, not only by the codebook loss (and with an EMA
+#    codebook they get a gradient they should never see). Check 2.2 tests that $\partial z_q/\partial e = 0$.
+# 3. The codebook term trains the codes towards the encoder outputs at full weight. β only sets how strongly the
+#    encoder is held to its current code: a small β keeps the encoder free to move while the codes follow it.
+#    Swapping them makes the codes learn β times slower and ties the encoder tightly to codes that barely move.
+# 4. The code usage is as spread out as a uniform usage of 16 codes would be: the codebook is collapsed onto
+#    about 16 effective codes. It does not say which codes they are, how many codes are used at all (a long tail of
+#    rare codes adds little), or how good the reconstructions are.
 
 # %% [markdown]
 # ## Takeaways
@@ -474,8 +544,21 @@ print(f"\nlesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' 
 #   codebook learns from its own term (loss-based) or as online k-means (EMA).
 # - The loss is $\|\operatorname{sg}[z_e]-e\|^2 + \beta\|z_e-\operatorname{sg}[e]\|^2$; the official code swaps β onto
 #   the codebook term — same value, different gradients.
-# - Watch the codebook: perplexity and usage over a whole split. Large codebooks collapse; dead-code restarts and
-#   l2-normalised codes bring them back.
+# - Discrete codes fix the rate by design and leave nothing to gain from ignoring the code; they do not, by
+#   themselves, undo the pixel loss's blur (read the `sharpness %` column).
+# - Watch the codebook: perplexity and usage over a whole split. Large codebooks collapse; section 7 measures how far
+#   dead-code restarts and l2-normalised codes bring them back at this budget.
 #
-# **Next — Lesson 3 (VQGAN).** The VQ-VAE's L2 loss still blurs fine texture. VQGAN keeps this quantizer and adds a
-# perceptual (LPIPS) and an adversarial (PatchGAN) loss, so the decoder is rewarded for *sharp* detail.
+# **Next — Lesson 3 (VQGAN).** The VQ-VAE still trains on L2, and the `sharpness %` column shows how much fine
+# texture its reconstructions keep. VQGAN keeps this quantizer and adds a perceptual (LPIPS) and an adversarial
+# (PatchGAN) loss, so that the decoder is rewarded for *sharp* detail, and measures what each one buys.
+
+# % [markdown]
+# ## Where you stand
+# Each exercise of this lesson: passed, failed, not implemented, or not checked (its check cell has not run), and
+# which cells ran on the reference solution instead of yours. Fix an exercise, re-run its check and the cells after
+# it, then this cell.
+
+# %
+from minimovq.checks import scoreboard
+scoreboard(2, globals());

@@ -14,9 +14,11 @@
 # 2. write one layer of LPIPS and look at what each VGG layer sees,
 # 3. compute the receptive field of a PatchGAN logit, and see it,
 # 4. write the hinge loss and derive the adaptive weight,
-# 5. run an equal-budget ablation — L1, then L1 + LPIPS, then L1 + LPIPS + GAN — with PSNR, SSIM, LPIPS and
-#    zoomed crops,
-# 6. meet the failure modes: a discriminator that wins too early, and NaNs under fp16.
+# 5. run an equal-budget ablation — L1, then L1 + LPIPS, then the same L1 + LPIPS model fine-tuned with a GAN — and
+#    read it per image (PSNR, SSIM, LPIPS), as a set (sharpness, a Fréchet distance in VGG features) and by eye,
+# 6. meet the failure modes, one safeguard at a time: a discriminator switched on too early, a fixed adversarial
+#    weight, and NaNs under fp16,
+# 7. see the continuous counterpoint: the latent-diffusion autoencoder, sharp without a codebook.
 #
 # Four exercises, each followed by a check that says what differs and, until it passes, lends you the reference
 # so the rest of the notebook runs.
@@ -44,7 +46,8 @@ from minimovq.checkpoint import run_checkpoint
 from minimovq.discriminator import NLayerDiscriminator
 from minimovq.losses import VQGANLoss
 from minimovq.lpips import LPIPS
-from minimovq.metrics import evaluate_reconstruction, format_table, high_frequency_energy, psnr
+from minimovq.metrics import evaluate_reconstruction, format_table, frechet_distance, high_frequency_energy, psnr
+from minimovq.reference import record   # keeps this lesson's headline tables under `make reference`
 from minimovq.train import Trainer, count_parameters
 from minimovq.vqgan import VQGAN
 
@@ -54,9 +57,9 @@ CONFIG = P.pick(quick="tiny", cpu="tiny", gpu="small")   # 0.8M / 4.1M parameter
 N_TRAIN = P.pick(quick=256, cpu=10000, gpu=20000)
 N_TEST = P.pick(quick=32, cpu=500, gpu=1000)
 BATCH = P.pick(quick=8, cpu=16, gpu=32)
-STEPS = P.pick(quick=6, cpu=400, gpu=2500)        # per arm of the ablation: an equal budget
-GAN_START = STEPS // 2                            # disc_start: the discriminator joins halfway
-GAN_WARMUP = STEPS // 10                          # ... and its weight on the generator ramps up over this
+STEPS = P.pick(quick=6, cpu=600, gpu=2500)        # per arm of the ablation: an equal budget
+GAN_START = 2 * STEPS // 3                        # the L1+LPIPS model the GAN fine-tunes has trained this long
+GAN_WARMUP = (STEPS - GAN_START) // 10            # ... and the GAN's weight on the generator ramps up over this
 DISC_LAYERS = 2                                   # 34 px receptive field: a patch of a 32-64 px image
 LR = P.pick(quick=4e-4, cpu=4e-4, gpu=2e-4)
 t_lesson = time.perf_counter()
@@ -71,14 +74,28 @@ busiest = hf.argmax().item()          # the most textured test image: we zoom in
 print(f"{DATASET}: {len(train_set)} train / {len(test_set)} test images of shape {tuple(train_set[0].shape)}")
 viz.show_grid(x_test, nrow=8, title=f"{DATASET}: test images");
 
+# %%
+from minimovq.figures import draw_vqgan
+with torch.random.fork_rng():   # a fresh model for the figure, without touching the lesson's random stream
+    figure_model = VQGAN.from_config(CONFIG)
+draw_vqgan(figure_model, x_test);
+del figure_model
+
+# %% [markdown]
+# The `CONFIG` model, with every shape measured in one forward pass (B = batch): ResnetBlocks (GroupNorm, swish,
+# 3×3 conv, twice, plus a skip) and Downsamples shrink the image by the factor $f$, `quant_conv` maps it to the code
+# width $D$, and the decoder mirrors the encoder from `post_quant_conv`, with self-attention in the middle block
+# (`mid.attn_1`). Note that the codes reach the decoder in one place only, through `post_quant_conv`: Lesson 4
+# changes exactly that.
+
 # %% [markdown]
 # ## 1. Why a pixel loss blurs
 # Suppose the decoder cannot know *exactly* where an edge is: given the tokens, the edge could sit at several
 # positions, each equally likely. One prediction $\hat x$ must serve them all, and the loss decides which one is best:
 # $$\arg\min_{\hat x}\ \mathbb E_{x}\,\|x - \hat x\|_2^2 = \mathbb E[x] \quad\text{(the mean)},\qquad
 #   \arg\min_{\hat x}\ \mathbb E_{x}\,\|x - \hat x\|_1 = \operatorname{median}(x) \quad\text{(per pixel)}.$$
-# The mean of several sharp edges is a ramp — a blur. The median of an odd number of them is one of the edges, which
-# is one reason taming trains with L1 rather than L2. Neither loss can ask for "any one of the sharp answers".
+# The mean of several sharp edges is a ramp — a blur. The median of an odd number of them is one of the edges
+# (taming's code trains with L1, not L2). Neither loss can ask for "any one of the sharp answers".
 
 # %%
 pos = torch.arange(48)
@@ -298,10 +315,11 @@ ax.set_xlabel("logit D(·)"); ax.set_title("per-logit discriminator losses"); ax
 # last layer $G_L$ (`decoder.conv_out.weight`), and picks λ so that they have the **same size** there:
 # $$\|\lambda\,\nabla_{G_L}\mathcal L_{\text{GAN}}\| = \|\nabla_{G_L}\mathcal L_{\text{rec}}\|
 #   \quad\Longrightarrow\quad
-#   \lambda = \frac{\|\nabla_{G_L}\mathcal L_{\text{rec}}\|}{\|\nabla_{G_L}\mathcal L_{\text{GAN}}\| + \delta},
-#   \qquad \delta = 10^{-4}.$$
-# Three details make it safe: δ keeps λ finite when $D$'s gradient vanishes, λ is **clamped** to $[0, 10^4]$, and it
-# is **detached** — a weight, not a path for gradients. taming multiplies it by `disc_weight` (0.8 for its ImageNet
+#   \lambda = \frac{\|\nabla_{G_L}\mathcal L_{\text{rec}}\|}{\|\nabla_{G_L}\mathcal L_{\text{GAN}}\| + \delta}.$$
+# **Paper and code differ on δ:** the paper (eq. 7) writes $\delta = 10^{-6}$; taming's code adds `1e-4`, and so do
+# minimovq and the exercise below. Three details make it safe: δ keeps λ finite when $D$'s gradient vanishes, λ is
+# **clamped** to $[0, 10^4]$ (in the code), and it is **detached** — a weight,
+# not a path for gradients. taming multiplies it by `disc_weight` (0.8 for its ImageNet
 # model). The last layer is a good place to measure: it is one small tensor, and every gradient that reaches the
 # decoder passes through it.
 #
@@ -341,6 +359,29 @@ print(f"‖∇ rec‖ = {grad_rec:.4g}   ‖∇ GAN‖ = {grad_gan:.4g}   λ = {
 del x_hat, nll, g
 
 # %% [markdown]
+# ### The discriminator's step
+# The discriminator learns from its own loss, on the real batch and on the autoencoder's reconstructions. Two things
+# decide whether it learns the right thing: the reconstructions must be **detached**, or the autoencoder is trained
+# by the discriminator's loss too (to make its fakes *easier* to spot); and $D$ runs on the real and the fake batch
+# in **two separate forward passes**, so that its BatchNorm never normalises a mixed batch.
+#
+# **Exercise 3.5.** Implement `discriminator_loss(disc, x, x_hat)`: the hinge loss
+# $\tfrac12\big(\operatorname{mean}\operatorname{relu}(1 - D(x)) + \operatorname{mean}\operatorname{relu}(1 + D(\hat x))\big)$,
+# with $\hat x$ detached and one forward pass for each batch. Return a scalar; do not call `.backward()` (the
+# Trainer does).
+
+# %%
+def discriminator_loss(disc, x, x_hat):
+    """disc: the discriminator; x, x_hat: (B, C, H, W) real images and reconstructions. Returns a scalar."""
+    # BEGIN SOLUTION Exercise 3.5: implement the discriminator's loss as described above
+    logits_real = disc(x)
+    logits_fake = disc(x_hat.detach())
+    return hinge_d_loss(logits_real, logits_fake)
+    # END SOLUTION
+
+discriminator_loss = checks.discriminator_loss(discriminator_loss)
+
+# %% [markdown]
 # ## 6. Training a VQGAN: two optimizers, one loop
 # `minimovq.losses.VQGANLoss` is taming's `VQLPIPSWithDiscriminator` built from the four pieces above (the reference
 # versions): `generator_loss(vq_loss, x, x_hat, step, last_layer)` and `discriminator_loss(x, x_hat, step)`
@@ -349,20 +390,28 @@ del x_hat, nll, g
 # detached). Both use Adam with taming's betas (0.5, 0.9) and gradient clipping; the generator's GAN weight ramps
 # up over `GAN_WARMUP` steps after `GAN_START`, so the discriminator warms up before the autoencoder feels it.
 #
-# **The ablation.** Three runs with the same model, seed, data and number of steps:
-# 1. **L1**: pixel loss only (+ the VQ loss),
-# 2. **L1 + LPIPS**,
-# 3. **L1 + LPIPS + GAN**: the full VQGAN recipe, the discriminator joining at `GAN_START`.
+# **The ablation.** Three arms with the same model, seed, data and the same total number of steps, `STEPS`:
+# 1. **L1**: pixel loss only (+ the VQ loss), for `STEPS` steps;
+# 2. **L1 + LPIPS**: a *base* model trains `GAN_START` steps on L1 + LPIPS, then keeps going on L1 + LPIPS for the
+#    remaining `STEPS − GAN_START`;
+# 3. **L1 + LPIPS + GAN**: the *same* base model, fine-tuned for those remaining steps with the discriminator on —
+#    the VQGAN recipe, in which $D$ joins a model that already reconstructs well (taming: `disc_start`).
+#
+# Arms 2 and 3 share everything up to the branch point, and both restart their optimizer there, so the only
+# difference between them is the GAN. That is the comparison to read.
 
 # %%
-def train_vqgan(name, loss_fn, steps):
+def train_vqgan(name, loss_fn, steps, init=None):
+    """Train `steps` steps with `loss_fn`, from scratch or from a copy of the weights of `init`."""
     model = make_vqgan()
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     torch.manual_seed(1)
     loss_fn = loss_fn.to(P.device)
     opt_g = torch.optim.Adam(model.parameters(), lr=LR, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(loss_fn.discriminator.parameters(), lr=LR, betas=(0.5, 0.9))
     # the checkpoint holds the autoencoder and the discriminator (not the frozen LPIPS); none in the quick profile
-    ckpt = run_checkpoint(f"03_vqgan-{name}-{DATASET}-{CONFIG}-{IMAGE_SIZE}px-s{steps}")
+    ckpt = run_checkpoint(f"03_vqgan-{name}-{DATASET}-{CONFIG}-{IMAGE_SIZE}px-s{steps}", config={"lr": LR, "batch": BATCH, "n": N_TRAIN, "disc_start": loss_fn.disc_start, "warmup": GAN_WARMUP, "disc_layers": DISC_LAYERS})
     trainer = Trainer(nn.ModuleDict({"vqgan": model, "discriminator": loss_fn.discriminator}),
                       {"g": opt_g, "d": opt_d}, device=P.device, amp=P.amp, grad_clip=1.0, ckpt_path=ckpt)
     use_gan = loss_fn.disc_start < steps
@@ -383,36 +432,78 @@ def train_vqgan(name, loss_fn, steps):
 
 
 NEVER = 10 ** 9   # a disc_start that is never reached: no GAN
-arms = {
-    "L1": VQGANLoss(NEVER, disc_num_layers=DISC_LAYERS, perceptual_weight=0.0),
-    "L1+LPIPS": VQGANLoss(NEVER, disc_num_layers=DISC_LAYERS, perceptual=lpips),
-    "L1+LPIPS+GAN": VQGANLoss(GAN_START, disc_num_layers=DISC_LAYERS, disc_weight=0.8, perceptual=lpips,
-                              disc_warmup_steps=GAN_WARMUP),
-}
+FINE_TUNE = STEPS - GAN_START
+
+
+def lpips_loss():
+    return VQGANLoss(NEVER, disc_num_layers=DISC_LAYERS, perceptual=lpips)
+
+
+def gan_loss(**change):
+    """The recipe of the GAN arm; `change` alters one setting (section 7)."""
+    recipe = dict(disc_num_layers=DISC_LAYERS, disc_weight=0.8, perceptual=lpips, disc_warmup_steps=GAN_WARMUP)
+    return VQGANLoss(change.pop("disc_start", 0), **{**recipe, **change})
+
+
 models, histories = {}, {}
-for name, loss_fn in arms.items():
-    models[name], histories[name] = train_vqgan(name, loss_fn, STEPS)
+models["L1"], histories["L1"] = train_vqgan(
+    "L1", VQGANLoss(NEVER, disc_num_layers=DISC_LAYERS, perceptual_weight=0.0), STEPS)
+base, base_history = train_vqgan("L1+LPIPS-base", lpips_loss(), GAN_START)
+for name, loss_fn in (("L1+LPIPS", lpips_loss()), ("L1+LPIPS+GAN", gan_loss())):
+    models[name], histories[name] = train_vqgan(name, loss_fn, FINE_TUNE, init=base)
 
 # %% [markdown]
-# **Evaluation** over the whole test split: PSNR and SSIM (pixel agreement; `minimovq.metrics`), LPIPS (feature
-# agreement), and Lesson 1's **sharpness**: the share of the input's high-frequency energy (the image minus a 3 × 3
-# box blur) that survives in the reconstruction.
+# **Evaluation** over the whole test split, with two kinds of measure.
+#
+# *Per image* — is each reconstruction close to its own input? PSNR and SSIM (pixel agreement; `minimovq.metrics`)
+# and LPIPS (feature agreement).
+#
+# *Per distribution* — do the reconstructions, taken together, look like the inputs taken together? By section 1,
+# a per-image score prefers the blurry average; what the discriminator fights for is different: reconstructions that
+# are as sharp and as textured *as a set* as real images. Two measures of that:
+# - **sharpness**, Lesson 1's measure: the share of the input's high-frequency energy (the image minus a 3 × 3 box
+#   blur) that survives in the reconstructions. 100% is the target; far above it means invented detail.
+# - **FD-VGG**: FID's recipe (Heusel et al. 2017) — fit a Gaussian to the features of each set of images and take the
+#   Fréchet distance between the two (`minimovq.metrics.frechet_distance`, the same as in Lesson 5) — in the
+#   feature space of LPIPS' own VGG trunk: each image's activations at relu1_2, relu2_2 and relu3_3, averaged over
+#   space (like Inception's pooled features in FID), 448 numbers that describe its edges and textures. Lower is
+#   better. It compares statistics of the whole set, so it does not care *which* reconstruction has *which*
+#   texture, only whether the set has the textures the inputs have. It is only comparable within one run (same
+#   trunk, same number of images). Careful: the LPIPS arms were trained against this trunk, image by image — so
+#   compare the two branches that both had it, L1+LPIPS and L1+LPIPS+GAN.
 
 # %%
-@torch.no_grad()
-def sharpness(model):
-    xs = torch.cat([b.to(P.device) for b in test_loader])
-    rec = torch.cat([model(b)[0].float().clamp(-1, 1) for b in xs.split(64)])
-    return 100 * (high_frequency_energy(rec).mean() / high_frequency_energy(xs).mean()).item()
+FD_LAYERS = (0, 1, 2)   # relu1_2, relu2_2, relu3_3 of LPIPS' VGG16
 
-results = {}
-for name, model in models.items():
+@torch.no_grad()
+def vgg_features(images):
+    """(N, 3, H, W) in [-1, 1] -> (N, 64 + 128 + 256): the VGG activations of FD_LAYERS, averaged over space."""
+    out = []
+    for x in images.split(64):
+        feats = lpips.features(x.to(P.device))
+        out.append(torch.cat([feats[k].float().mean(dim=(2, 3)) for k in FD_LAYERS], dim=1).cpu())
+    return torch.cat(out)
+
+x_all = torch.cat([b.to(P.device) for b in test_loader])      # the whole test split
+real_features = vgg_features(x_all)
+
+@torch.no_grad()
+def reconstruct_all(model):
+    return torch.cat([model(b).x_hat.float().clamp(-1, 1) for b in x_all.split(64)])
+
+def evaluate(model, seconds):
     scores = evaluate_reconstruction(lambda x: model(x).x_hat, test_loader, device=P.device, lpips=lpips)
-    results[name] = {"psnr": scores["psnr"], "ssim": scores["ssim"], "lpips": scores["lpips"],
-                     "sharpness %": sharpness(model), "seconds": histories[name].seconds}
-print(f"{DATASET} {IMAGE_SIZE}px, VQGAN '{CONFIG}', {STEPS} steps × batch {BATCH} per arm "
-      f"(LPIPS trunk: {'ImageNet' if lpips.pretrained_trunk else 'random'})")
-print(format_table(results))
+    rec = reconstruct_all(model)
+    return {"psnr": scores["psnr"], "ssim": scores["ssim"], "lpips": scores["lpips"],
+            "sharpness %": 100 * (high_frequency_energy(rec).mean() / high_frequency_energy(x_all).mean()).item(),
+            "FD-VGG": frechet_distance(vgg_features(rec), real_features), "seconds": seconds}
+
+results = {"L1": evaluate(models["L1"], histories["L1"].seconds)}
+for name in ("L1+LPIPS", "L1+LPIPS+GAN"):
+    results[name] = evaluate(models[name], base_history.seconds + histories[name].seconds)
+print(f"{DATASET} {IMAGE_SIZE}px ({len(x_all)} test images), VQGAN '{CONFIG}', {STEPS} steps × batch {BATCH} per "
+      f"arm, GAN from step {GAN_START} (LPIPS trunk: {'ImageNet' if lpips.pretrained_trunk else 'random'})")
+print(format_table(record("ablation", results)))
 
 # %%
 with torch.no_grad():
@@ -423,59 +514,83 @@ viz.zoom_crops({"input": x_test, **recons}, box=(0, 0, half), index=busiest)
 viz.zoom_crops({"input": x_test, **recons}, box=(half // 2, half // 2, half), index=0);
 
 # %% [markdown]
-# **Reading the table honestly.** PSNR and SSIM measure pixel agreement, and by section 1 the blurry mean is what
-# maximises them: adding LPIPS and a GAN often *lowers* PSNR a little while the pictures get sharper (higher
-# sharpness, crisper crops). LPIPS measures what it was trained on — careful, the two LPIPS arms were optimised on
-# this very metric, so their LPIPS score flatters them (and with a random trunk it is a weaker judge still). Trust the
-# zoomed crops at least as much as any single number. Real VQGAN training runs for hundreds of thousands of steps
-# (taming starts the discriminator at step 250,001); at lesson budgets the GAN has little time to act, so expect
-# modest differences in the `cpu` profile and clearer ones in the `gpu` profile.
+# **Reading the table.** Read it in two halves, and compare L1+LPIPS+GAN with L1+LPIPS first: the same base model,
+# the same steps, and the GAN as the only difference.
+# - *Per image (PSNR, SSIM, LPIPS).* By section 1 the blurry average is what maximises PSNR and SSIM, so a loss that
+#   asks for sharp detail may *lower* them: a sharp edge one pixel off costs more MSE than a soft one. A small drop
+#   is the expected price of the GAN, not its failure. LPIPS flatters the two arms that trained on it (and with a
+#   random trunk it is a weaker judge still).
+# - *Per distribution (sharpness, FD-VGG).* This is where the GAN is supposed to pay. If the GAN arm's FD-VGG is
+#   lower than L1+LPIPS's, and its sharpness closer to 100%, then its reconstructions, as a set, carry the edges and
+#   textures the inputs carry — what the discriminator asks for — even where each one agrees less with its own
+#   input. If its FD-VGG is *higher*, look at its sharpness: far above 100% means the discriminator pushed for high
+#   frequencies faster than the decoder could place them (noise, ringing at the borders: look at the crops), the
+#   failure section 7 provokes on purpose.
 #
-# **More sharpness is not always better.** The sharpness column compares a reconstruction's high-frequency energy
-# with the input's, so 100% is the target. Far above 100% means the decoder *invents* detail: noise, ringing at the
-# borders, false texture. On the `cpu` profile's 400 steps this is what the GAN arm does (we measured about 230% with
-# visible border artifacts, and 2.6 dB lower PSNR): the discriminator pushes for high frequencies before the
-# autoencoder can place them correctly. It is the same failure as in section 7, only milder. Longer training (the
-# `gpu` profile) and a later `disc_start` are the remedies.
+# Trust the zoomed crops at least as much as any single number. And keep the scale in mind: taming's ImageNet model
+# trains for hundreds of thousands of steps and lets the discriminator in only at step 250,001; here it gets
+# `STEPS − GAN_START` steps.
 
 # %%
 gan = histories["L1+LPIPS+GAN"]
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.3))
 smooth = max(1, STEPS // 40)
-viz.plot_history({k: h["nll_loss"] for k, h in histories.items()}, smooth=smooth, ax=axes[0], logy=True,
-                 title="reconstruction loss (L1 [+ LPIPS])")
-viz.plot_history({"D(real)": gan["logits_real"], "D(fake)": gan["logits_fake"]}, smooth=smooth, ax=axes[1],
-                 title="discriminator logits (GAN arm)")
-viz.plot_history({"λ·disc_weight": gan["d_weight"], "disc_factor": gan["disc_factor"]}, ax=axes[2],
-                 title="adaptive weight and gate (GAN arm)")
-for ax in axes[1:]:
+curves = {"L1": histories["L1"]["nll_loss"]}
+for name in ("L1+LPIPS", "L1+LPIPS+GAN"):   # the shared base, then each branch
+    curves[name] = base_history["nll_loss"] + histories[name]["nll_loss"]
+viz.plot_history(curves, smooth=smooth, ax=axes[0], logy=True, title="reconstruction loss (L1 [+ LPIPS])")
+ft_steps = range(GAN_START, GAN_START + len(gan["logits_real"]))
+for key, label in (("logits_real", "D(real)"), ("logits_fake", "D(fake)")):
+    axes[1].plot(ft_steps, viz.moving_average(gan[key], smooth), label=label)
+axes[1].set(title="discriminator logits (GAN arm)", xlabel="step"); axes[1].legend(fontsize=8)
+axes[2].plot(ft_steps, gan["d_weight"], label="λ·disc_weight")
+axes[2].plot(ft_steps, gan["disc_factor"], label="disc_factor")
+axes[2].set(title="adaptive weight and gate (GAN arm)", xlabel="step"); axes[2].legend(fontsize=8)
+for ax in axes:
     ax.axvline(GAN_START, c="k", lw=0.8, ls=":")
 
 # %% [markdown]
 # ## 7. Failure modes
-# **A discriminator that wins too early.** At step 0 the reconstructions are noise. A discriminator switched on now
-# separates them from real images at once, and a strong, fixed adversarial weight can make the autoencoder chase
-# the discriminator instead of learning to reconstruct (look for drifting colours and invented texture). That is why
-# `disc_start` exists (taming waits 250k steps), and why λ adapts. Below: the GAN arm's recipe, but with the
-# discriminator on from step 0 at a fixed weight of 1 (no adaptive λ), against the L1 + LPIPS arm at the same
-# budget.
+# **A discriminator that wins too early, or pushes too hard.** At step 0 the reconstructions are noise. A
+# discriminator switched on now separates them from real images at once, and the autoencoder may learn to chase the
+# discriminator instead of learning to reconstruct (look for drifting colours and invented texture). That is why
+# `disc_start` exists (taming's ImageNet config waits 250k steps). And a fixed adversarial weight may be far too
+# strong or too weak at a given moment; that is why λ adapts. Two arms test these two safeguards **one at a time**:
+# each changes exactly one setting of the GAN arm's recipe, and keeps the same total budget.
+# 1. **D from step 0**: the discriminator is on from the first step of a model trained from scratch, instead of
+#    joining the trained base at `GAN_START`. Everything else (adaptive λ, `disc_weight` 0.8, the warm-up) as in the
+#    GAN arm.
+# 2. **fixed weight**: the same fine-tune of the same base as the GAN arm, but with the weight on the adversarial
+#    loss fixed at `disc_weight` = 0.8 instead of λ·0.8 (SBER-MoVQGAN trains with a fixed weight, 0.1, from step 0).
+#    The GAN arm's own λ·`disc_weight` is in the right-hand plot above: compare its size with 0.8.
+#
+# What to look for, against the GAN arm (the recipe) and L1+LPIPS: lower PSNR *and* a higher FD-VGG means the change
+# hurt on both counts; sharpness far above 100% with artifacts in the grid means the discriminator won. If an arm
+# does about as well as the recipe, the safeguard it removed was not needed at this budget — a real outcome: both
+# safeguards insure against failures that grow with the discriminator's strength and the length of training.
+
+# %% [markdown]
+# **Check your understanding, question 1 — predict, then run.** The next cell trains the GAN arm with the
+# discriminator on from step 0, at a fixed weight of 1 and without the adaptive λ. Before running it: will its PSNR
+# be higher or lower than the L1+LPIPS arm's, and what will its reconstructions look like?
 
 # %%
-too_early = VQGANLoss(0, disc_num_layers=DISC_LAYERS, disc_weight=1.0, use_adaptive_weight=False,
-                      perceptual=lpips)
-m_fail, h_fail = train_vqgan("GAN from step 0", too_early, STEPS)
-scores = evaluate_reconstruction(lambda x: m_fail(x)[0], test_loader, device=P.device, lpips=lpips)
-results["GAN from step 0"] = {"psnr": scores["psnr"], "ssim": scores["ssim"], "lpips": scores["lpips"],
-                              "sharpness %": sharpness(m_fail), "seconds": h_fail.seconds}
-print(format_table({k: results[k] for k in ("L1+LPIPS", "L1+LPIPS+GAN", "GAN from step 0")}))
+m_early, h_early = train_vqgan("D from step 0", gan_loss(disc_start=0), STEPS)                  # from scratch
+m_fixed, h_fixed = train_vqgan("fixed weight", gan_loss(use_adaptive_weight=False), FINE_TUNE, init=base)
+results["D from step 0"] = evaluate(m_early, h_early.seconds)
+results["fixed weight"] = evaluate(m_fixed, base_history.seconds + h_fixed.seconds)
+print(format_table(record("failure_modes", {k: results[k] for k in
+                                            ("L1+LPIPS", "L1+LPIPS+GAN", "D from step 0", "fixed weight")})))
 with torch.no_grad():
-    viz.compare_grid({"input": x_test, "L1+LPIPS": recons["L1+LPIPS"],
-                      "GAN from step 0, fixed weight": m_fail(x_test)[0].float().clamp(-1, 1)}, n=8)
+    viz.compare_grid({"input": x_test, "L1+LPIPS+GAN (recipe)": recons["L1+LPIPS+GAN"],
+                      "D from step 0": m_early(x_test)[0].float().clamp(-1, 1),
+                      "fixed weight 0.8": m_fixed(x_test)[0].float().clamp(-1, 1)}, n=8)
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.2))
-viz.plot_history({"D(real)": h_fail["logits_real"], "D(fake)": h_fail["logits_fake"]}, smooth=smooth, ax=axes[0],
-                 title="logits when D starts at step 0")
-viz.plot_history({"GAN from step 0": h_fail["nll_loss"], "L1+LPIPS": histories["L1+LPIPS"]["nll_loss"]},
-                 smooth=smooth, ax=axes[1], logy=True, title="reconstruction loss");
+viz.plot_history({"D(real)": h_early["logits_real"], "D(fake)": h_early["logits_fake"]}, smooth=smooth,
+                 ax=axes[0], title="logits when D starts at step 0")
+viz.plot_history({"D from step 0": h_early["nll_loss"], "L1+LPIPS": curves["L1+LPIPS"],
+                  "L1+LPIPS+GAN": curves["L1+LPIPS+GAN"]}, smooth=smooth, ax=axes[1], logy=True,
+                 title="reconstruction loss");
 
 # %% [markdown]
 # Other signs of an overpowering discriminator: $D$(real) and $D$(fake) separate past ±1 and stay there (the hinge
@@ -538,6 +653,54 @@ else:
 print(f"lesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' profile")
 
 # %% [markdown]
+# ## 9. A continuous counterpoint: the LDM autoencoder
+# Is it the *discrete* code that makes a VQGAN sharp? The latent diffusion paper (Rombach et al. 2022,
+# "High-Resolution Image Synthesis with Latent Diffusion Models") answers no. Its first stage comes in two
+# flavours trained with the same loss as this lesson — a pixel loss + LPIPS + a patch discriminator: a VQ-regularised
+# one, and a **KL-regularised** one, a plain VAE-style Gaussian latent with "a slight KL-penalty towards a standard
+# normal" (the paper's words). How slight? The official configs (CompVis/latent-diffusion, `autoencoder_kl_*.yaml`)
+# set `kl_weight: 0.000001`, against a reconstruction term summed over every pixel of an image, as in Lesson 1 (an
+# L1 + LPIPS term there, not squared error). In Lesson 1's terms that is β = 10⁻⁶, five orders of magnitude below
+# the smallest non-zero β of its sweep: the model sits at the **autoencoder end** of the rate–distortion curve.
+# The KL only keeps the latent's scale from drifting; it no longer asks the codes to be samples of
+# $\mathcal N(0, I)$.
+#
+# Such autoencoders reconstruct sharply — Stable Diffusion's image autoencoder is one of them — because their
+# sharpness comes from LPIPS and the discriminator, as in this lesson's ablation, not from the codebook. What they
+# give up is what Lesson 2 gained: the latent is a grid of real-valued vectors, not tokens, so the prior that
+# generates it is a diffusion model over continuous latents rather than a transformer over a vocabulary (Lesson 5),
+# and its rate is not fixed by a codebook size. Which to choose depends on the generator you want to put on top, not
+# on which one can be sharp: both can.
+
+# %% [markdown]
+# ## Check your understanding
+# 1. *(Predict, then run — before "GAN from step 0" in section 7.)* Higher or lower PSNR than L1+LPIPS, and which
+#    artifacts?
+# 2. Without BatchNorm, `disc(torch.cat([x, x_hat]))` gives the same loss as two separate passes. Why does taming
+#    (and Exercise 3.5) run $D$ twice?
+# 3. `x_hat` is detached in the discriminator's loss but not in the generator's adversarial loss $-\operatorname{mean} D(\hat x)$.
+#    Why each?
+# 4. Computing λ with `nll.backward()` and reading `last_layer.grad` gives the right number. What breaks?
+
+# %% [markdown] solution-only
+# **Answers.**
+#
+# 1. Usually lower. At step 0 the reconstructions are noise, the discriminator separates them at once, and a fixed
+#    weight of 1 lets its gradient outweigh the reconstruction: colours drift and invented texture appears. The
+#    delayed start and the adaptive λ exist to prevent exactly this. Compare with the table.
+# 2. In training mode BatchNorm normalises with the statistics of the batch it sees. On a mixed batch, every
+#    image's features depend on the other kind's statistics, so $D$ can tell real from fake by the batch, not by
+#    the image. Its logits then differ from the ones the generator's pass (fakes only) sees. Two passes keep each
+#    kind normalised by its own statistics.
+# 3. The discriminator's loss must train $D$ only. Without the detach, the autoencoder would receive its gradient
+#    and learn to make fakes easier to spot. The generator's loss exists to train the autoencoder *through* $D$, so
+#    the gradient must flow through $D(\hat x)$ into $\hat x$ (the optimizer only steps the generator's parameters).
+# 4. `.backward()` accumulates gradients into *every* leaf of the graph: the encoder, the codebook, the decoder, and
+#    the discriminator when $g$ is involved. The next optimizer step then applies those stale gradients on top of
+#    its own, and the graph is freed unless `retain_graph=True`. `torch.autograd.grad(loss, last_layer,
+#    retain_graph=True)` returns the gradient without storing it anywhere; check 3.4 looks for leftover `.grad`.
+
+# %% [markdown]
 # ## Takeaways
 # - A pixel loss is minimised by the **average** of the plausible images: blur is its optimum. L1 helps a little
 #   (the median); it cannot ask for one sharp answer.
@@ -546,10 +709,26 @@ print(f"lesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' pr
 # - A **PatchGAN** scores every 70 × 70 (here 34 × 34) patch for realism; the **hinge** loss stops pushing once a
 #   logit is past its margin.
 # - The **adaptive weight** equalises the reconstruction and adversarial gradients at the decoder's last layer;
-#   `disc_start` keeps the discriminator away until reconstructions are decent.
-# - Judge reconstructions by several numbers *and* by eye: PSNR can fall while images get sharper.
+#   `disc_start` keeps the discriminator away until reconstructions are decent. (δ: 10⁻⁶ in the paper, 1e-4 in
+#   taming's code.)
+# - Judge reconstructions per image (PSNR, SSIM, LPIPS) *and* as a set (sharpness, a Fréchet distance in a feature
+#   space) *and* by eye. A loss that asks for realism can lower PSNR while it brings the set closer to real images:
+#   section 6 measures whether it did at this budget.
+# - Test one safeguard at a time: section 7 removes `disc_start` and the adaptive λ separately.
+# - Sharpness does not need a codebook: the LDM's KL autoencoder gets it from the same LPIPS + GAN loss, with a
+#   Gaussian latent and a tiny KL weight (section 9).
 #
 # SBER-MoVQGAN simplified the recipe — `VQGANLoss.sber_movqgan()`: L2 + 0.1·LPIPS + 0.1·GAN (hinge, a 2-layer
 # PatchGAN) from step 0, no adaptive weight. **Next — Lesson 4 (MoVQ).** Keep this loss, and change the decoder:
 # spatially conditioned normalisation lets the quantized tokens modulate every layer, and multichannel quantization
 # gives each position several codes.
+
+# % [markdown]
+# ## Where you stand
+# Each exercise of this lesson: passed, failed, not implemented, or not checked (its check cell has not run), and
+# which cells ran on the reference solution instead of yours. Fix an exercise, re-run its check and the cells after
+# it, then this cell.
+
+# %
+from minimovq.checks import scoreboard
+scoreboard(3, globals());

@@ -9,13 +9,14 @@
 # The classic prior is autoregressive (taming's transformer): predict the tokens one at a time in raster order.
 # That needs one forward pass per token — 256 passes for a 16 × 16 grid. **MaskGIT** (Chang et al. 2022,
 # "MaskGIT: Masked Generative Image Transformer") trains a *bidirectional* transformer to fill in masked tokens,
-# and generates a whole grid in about 8 parallel steps, keeping the confident predictions at each step.
+# and generates a whole grid in a few parallel steps (8–12 in the paper), keeping the confident predictions at each
+# step.
 #
 # You will
 # 1. tokenize a dataset once with Lesson 4's MoVQ,
 # 2. write the cosine masking schedule and the training mask (two exercises), and train MaskGIT,
 # 3. write the re-masking rule of the decoder (one exercise), and watch a grid being decoded step by step,
-# 4. measure sample quality against the number of steps T,
+# 4. measure sample quality and diversity against the number of steps T, with unconditional samples,
 # 5. race MaskGIT against an autoregressive prior of the same size and budget,
 # 6. generate class by class, with and without classifier-free guidance, and close the loop:
 #    image → MoVQ tokens → MaskGIT → image.
@@ -44,10 +45,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from minimovq import data, viz
 from minimovq.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, run_checkpoint
-from minimovq.maskgit import MaskGIT, drop_labels, make_optimizer, prior_loss
+from minimovq.maskgit import MaskGIT, cosine_schedule, drop_labels, make_optimizer, prior_loss
 from minimovq.metrics import format_table, frechet_distance  # FID's formula, in our own feature space
+from minimovq.reference import record   # keeps this lesson's headline tables under `make reference`
 from minimovq.movq import MoVQ
-from minimovq.sampling import sample, sample_autoregressive
+from minimovq.sampling import gumbel_noise, sample, sample_autoregressive
 from minimovq.tokens import tokenize_dataset
 from minimovq.train import Trainer, count_parameters
 
@@ -138,6 +140,12 @@ viz.compare_grid({"image": x_test, "MoVQ(tokens)": decode(test_tokens[:8])}, n=8
 # position holds G indices (Lesson 4's multichannel quantization). The prior treats a *position* as the unit: its
 # G tokens are masked together and predicted together by G output heads, and its input is the sum of G token
 # embeddings.
+#
+# The G heads of a position are **conditionally independent**: given what is visible, the network outputs G
+# separate distributions over the K codes, and the sampler draws the G tokens of a position independently of each
+# other. Whatever ties them together must come through the context, never from one token of the position to
+# another. With G = 1 (the paper's MaskGIT: one token per position) this costs nothing; with G > 1 it is an
+# approximation, and a grid whose G tokens disagree decodes into a position that mixes two different patches.
 
 # %% [markdown]
 # ## 2. The masking schedule
@@ -148,18 +156,7 @@ viz.compare_grid({"image": x_test, "MoVQ(tokens)": decode(test_tokens[:8])}, n=8
 # The same $\gamma$ serves twice: in training, $r \sim U(0, 1)$ sets how much of a grid is hidden; in decoding,
 # $r = (t+1)/T$ sets how many tokens are still masked after step $t$ of $T$. Concave near $r = 0$, it keeps
 # most tokens masked for the first steps — the model commits to few tokens while it knows little.
-#
-# **Exercise 5.1.** Implement `cosine_schedule(r)`, elementwise on a tensor.
-
-# %%
-def cosine_schedule(r):
-    """r: tensor with values in [0, 1]. Returns γ(r) = cos(π·r/2), same shape."""
-    # BEGIN SOLUTION Exercise 5.1: gamma(r) = cos(pi * r / 2)
-    return torch.cos(math.pi / 2 * r)
-    # END SOLUTION
-
-import minimovq.checks.maskgit as checks
-cosine_schedule = checks.cosine_schedule(cosine_schedule)
+# `minimovq.maskgit.cosine_schedule(r)` computes it, elementwise.
 
 # %%
 r = torch.linspace(0, 1, 101)
@@ -181,14 +178,14 @@ axes[1].legend();
 # are given, predicting them teaches nothing:
 # $$\mathcal L = -\,\mathbb E_{r}\ \sum_{i\,\in\,\text{masked}} \log p_\theta\big(x_i \mid x_{\text{visible}}\big).$$
 #
-# **Exercise 5.2.** Implement `mask_tokens(tokens, mask_id, generator=None)`: tokens (B, N) → (masked_tokens, mask),
+# **Exercise 5.1.** Implement `mask_tokens(tokens, mask_id, generator=None)`: tokens (B, N) → (masked_tokens, mask),
 # with `mask_id` at the masked positions and a boolean mask (B, N). Draw every random number from `generator`.
 # Hint: the n smallest of N uniform random scores are a uniformly random set of n positions.
 
 # %%
 def mask_tokens(tokens, mask_id, generator=None):
     """tokens: (B, N) long. Returns masked_tokens (B, N), mask (B, N) bool (True = masked)."""
-    # BEGIN SOLUTION Exercise 5.2: mask max(1, ceil(gamma(r) N)) random positions per row
+    # BEGIN SOLUTION Exercise 5.1: implement mask_tokens as described above (tokens must stay unchanged)
     B, N = tokens.shape
     r = torch.rand(B, generator=generator, device=tokens.device)
     n = torch.ceil(cosine_schedule(r) * N).long().clamp(min=1)               # (B,)
@@ -198,6 +195,7 @@ def mask_tokens(tokens, mask_id, generator=None):
     return tokens.masked_fill(mask, mask_id), mask
     # END SOLUTION
 
+import minimovq.checks.maskgit as checks
 mask_tokens = checks.mask_tokens(mask_tokens)
 
 # %%
@@ -219,6 +217,17 @@ fig.suptitle("training grids (colour = code index of group 0, grey = [MASK])");
 # trains with label smoothing 0.1 and AdamW with a linear warm-up (`make_optimizer`). One more line: a random 10% of
 # the labels become the "no class" label (id `NUM_CLASSES`), so that the same network also learns the
 # *unconditional* distribution — section 9 uses both.
+
+# %%
+from minimovq.figures import draw_maskgit
+draw_maskgit(MaskGIT(K, GRID, dim=DIM, depth=DEPTH, heads=HEADS, groups=G, num_classes=NUM_CLASSES),
+             test_tokens[:1], test_labels[:1]);
+
+# %% [markdown]
+# Every shape (B = batch) is measured in one forward pass of this configuration: the G token embeddings of a position
+# are summed into one vector, the class embedding takes the extra first slot, and a learned position embedding is
+# added to every slot before the blocks. At the output the prefix slot is dropped, and G heads give K logits per
+# position, each head independent of the others given the context.
 
 # %%
 token_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train_tokens, train_labels),
@@ -267,30 +276,69 @@ mg_history.plot(["acc"], smooth=20, ax=axes[1], title="accuracy on masked tokens
 # 1. predict every masked position and **sample** a token from $p_\theta$;
 # 2. score each sampled token by its confidence $c_i = \log p_\theta(\hat x_i) + \tau\,(1 - \tfrac{t+1}{T})\,g_i$,
 #    $g_i \sim \text{Gumbel}(0, 1)$: the noise, annealed linearly to 0, keeps early steps from committing only to
-#    the easiest tokens (τ = 4.5 in the paper). Tokens fixed earlier get $c_i = +\infty$;
+#    the easiest tokens (τ = 4.5 in the official code, where it is called `choice_temperature`; it scales the noise
+#    on the confidence, not the logits). Tokens fixed earlier get $c_i = +\infty$;
 # 3. **re-mask** the $n = \lfloor\gamma(\tfrac{t+1}{T})\,N\rfloor$ least confident (at least 1, fewer than are
 #    masked now); after the last step nothing is masked.
 #
 # $T$ forward passes instead of $N$. With G tokens per position, the confidence of a position is the sum of its G
 # log-probabilities.
 #
-# **Exercise 5.3.** Implement `select_to_remask(confidence, n)`: True at the n least-confident positions of each
-# row; `n` is an int or a LongTensor (B,) (one count per row).
+# **Why Gumbel noise?** The *Gumbel-top-k trick* (Kool et al. 2019, "Stochastic Beams and Where to Find Them"): add
+# independent Gumbel(0, 1) noise to log-probabilities and keep the k largest, and you have drawn k items *without
+# replacement*, each in proportion to its probability. At τ = 1 the kept tokens are such a draw, weighted by the
+# model's confidence; τ > 1 flattens the weights towards a uniformly random choice, and τ → 0 keeps the k most
+# confident tokens every time.
+#
+# **Paper and code differ on the schedule.** The paper writes the number of tokens to mask at iteration $t$ as
+# $n = \lceil\gamma(t/T)\,N\rceil$. The official code computes the count left masked *after* step $t$ as
+# $\lfloor\gamma(\tfrac{t+1}{T})\,N\rfloor$ and clamps it to at least 1 and to fewer than are masked now, and
+# anneals the noise as $\tau\,(1 - \tfrac{t+1}{T})$. minimovq follows the code, as written above.
+#
+# **Exercise 5.2.** Implement one decoding iteration,
+# `decode_step(tokens, logits, sampled, noise, mask_id, step, steps, n_start, choice_temperature=4.5)`, made
+# deterministic by passing the random draws in:
+# - `tokens` (B, N) holds `mask_id` at the unknown positions; `logits` (B, N, K) is the model's output for this
+#   step (K = `n_embed` codes); `sampled` (B, N) is a token drawn from softmax(logits) at every position; `noise`
+#   (B, N) is standard Gumbel noise;
+# - the new grid takes `sampled` at the unknown positions and keeps `tokens` elsewhere;
+# - the confidence is `log_softmax(logits)` at the chosen token plus
+#   $\tau\,(1 - \tfrac{\text{step}+1}{\text{steps}})\cdot$`noise`, and $+\infty$ at positions known before this step;
+# - for step < steps − 1, re-mask $n = \max(1, \min(u - 1, \lfloor\gamma(\tfrac{\text{step}+1}{\text{steps}})\cdot
+#   n_\text{start}\rfloor))$ positions, where $u$ is the number of unknown positions before this step ($n = 0$ when
+#   $u = 0$); at the last step $n = 0$. `n_start` (an int or a LongTensor (B,)) is the number of unknown positions
+#   when decoding began;
+# - return the new grid with the $n$ least-confident positions of each row set back to `mask_id`. Do not modify
+#   `tokens`.
+#
+# `cosine_schedule` and `minimovq.maskgit.select_to_remask(confidence, n)` (True at the n lowest of each row) are
+# there to use.
 
 # %%
-def select_to_remask(confidence, n):
-    """confidence: (B, N) float; n: int or (B,) long. Returns (B, N) bool, True at the n lowest per row."""
-    # BEGIN SOLUTION Exercise 5.3: True at the n least-confident positions of each row
-    B = confidence.shape[0]
-    n = torch.as_tensor(n, device=confidence.device).reshape(-1).expand(B)
-    ranks = confidence.argsort(dim=1).argsort(dim=1)                  # 0 = least confident
-    return ranks < n[:, None]
+def decode_step(tokens, logits, sampled, noise, mask_id, step, steps, n_start, choice_temperature=4.5):
+    """tokens, sampled: (B, N) long; logits: (B, N, K); noise: (B, N). Returns the new grid (B, N) long."""
+    # BEGIN SOLUTION Exercise 5.2: implement one decoding step as described above
+    unknown = tokens == mask_id                                              # (B, N)
+    new = torch.where(unknown, sampled, tokens)
+    ratio = (step + 1) / steps
+    confidence = logits.float().log_softmax(-1).gather(-1, new[..., None])[..., 0]
+    confidence = confidence + choice_temperature * (1 - ratio) * noise
+    confidence = confidence.masked_fill(~unknown, float("inf"))
+    u = unknown.sum(1)                                                       # (B,)
+    if step == steps - 1:
+        n = torch.zeros_like(u)
+    else:
+        n = torch.floor(cosine_schedule(ratio) * torch.as_tensor(n_start)).long().expand_as(u)
+        n = torch.where(u > 0, torch.clamp(torch.minimum(u - 1, n), min=1), 0)
+    ranks = confidence.argsort(dim=1, stable=True).argsort(dim=1)            # 0 = least confident
+    return new.masked_fill(ranks < n[:, None], mask_id)
     # END SOLUTION
 
-select_to_remask = checks.select_to_remask(select_to_remask)
+decode_step = checks.decode_step(decode_step)
 
 # %% [markdown]
-# One step by hand, with your functions: the first step of a T = 8 decode.
+# One step by hand, with your `decode_step`: the first step of a T = 8 decode. For this picture a position is
+# scored by its first group's head only; `sample` sums the G log-probabilities.
 
 # %%
 T = 8
@@ -298,18 +346,20 @@ gen = torch.Generator(device=P.device).manual_seed(0)
 labels4 = torch.arange(4, device=P.device) % NUM_CLASSES
 grid0 = torch.full((4, N_POS, G), maskgit.mask_id, device=P.device)
 with torch.no_grad():
-    logp = maskgit(grid0, labels4).float().log_softmax(-1)                          # (4, N, G, K)
-drawn = torch.distributions.Categorical(logits=logp).sample()                       # (4, N, G)
-confidence = logp.gather(-1, drawn[..., None])[..., 0].sum(-1)                      # (4, N)
-noisy = confidence + 4.5 * (1 - 1 / T) * -torch.log(-torch.log(torch.rand(confidence.shape, device=P.device)))
-n = max(1, min(N_POS - 1, math.floor(cosine_schedule(torch.tensor(1 / T)).item() * N_POS)))  # ⌊γ(1/T)·N⌋
-remask = select_to_remask(noisy, n)
+    logits0 = maskgit(grid0, labels4).float()[:, :, 0]                              # (4, N, K): group 0's head
+sampled0 = torch.distributions.Categorical(logits=logits0).sample()                 # (4, N)
+after = decode_step(grid0[..., 0], logits0, sampled0, gumbel_noise(sampled0.shape, device=P.device),
+                    maskgit.mask_id, step=0, steps=T, n_start=N_POS)
+confidence = logits0.log_softmax(-1).gather(-1, sampled0[..., None])[..., 0]        # (4, N)
+n_kept = int((after[0] != maskgit.mask_id).sum())
+fixed_cmap = plt.matplotlib.colors.ListedColormap(["tab:orange", "0.15"])          # orange = [MASK], dark = fixed
 fig, axes = plt.subplots(2, 4, figsize=(10, 5))
 for i in range(4):
     axes[0, i].imshow(confidence[i].reshape(GRID).cpu(), cmap="magma"); axes[0, i].axis("off")
-    axes[1, i].imshow((~remask[i]).reshape(GRID).cpu(), cmap="gray", vmin=0, vmax=1); axes[1, i].axis("off")
+    axes[1, i].imshow((after[i] != maskgit.mask_id).float().reshape(GRID).cpu(), cmap=fixed_cmap, vmin=0, vmax=1)
+    axes[1, i].axis("off")
 axes[0, 0].set_title("log p of the sampled tokens", fontsize=9, loc="left")
-axes[1, 0].set_title(f"kept after step 1 (white): {N_POS - n} of {N_POS}", fontsize=9, loc="left");
+axes[1, 0].set_title(f"after step 1: {n_kept} of {N_POS} fixed (dark), orange = [MASK]", fontsize=9, loc="left");
 
 # %% [markdown]
 # `minimovq.sampling.sample` runs the whole loop (the same rules; read it). With `return_history=True` it also
@@ -323,22 +373,25 @@ still = (hist["tokens"] == maskgit.mask_id).reshape(T, 4, N_POS, G).all(-1)     
 fig, axes = plt.subplots(3, T, figsize=(1.4 * T, 4.6))
 for t in range(T):
     kept = (~still[t, 0]).float().reshape(GRID).cpu()
-    axes[0, t].imshow(kept, cmap="gray", vmin=0, vmax=1); axes[0, t].set_title(f"step {t + 1}", fontsize=8)
+    axes[0, t].imshow(kept, cmap=fixed_cmap, vmin=0, vmax=1); axes[0, t].set_title(f"step {t + 1}", fontsize=8)
     axes[1, t].imshow(viz.to_image(preds[t, 0]).cpu())
     axes[2, t].imshow(viz.to_image(preds[t, 1]).cpu())
     for a in axes[:, t]:
         a.axis("off")
 axes[0, 0].text(-2, GRID[0] / 2, "fixed", rotation=90, va="center", ha="right", fontsize=8)
-fig.suptitle("white = fixed tokens; rows 2–3: the decoded prediction at every step", fontsize=10);
+fig.suptitle("row 1: dark = fixed tokens, orange = [MASK]; rows 2–3: the decoded prediction at every step",
+             fontsize=10);
 
 # %%
-def show_step(step=T):
-    fixed = (~still[step - 1]).float().reshape(4, 1, *GRID) * 2 - 1                   # white = fixed
-    fixed = F.interpolate(fixed, size=(IMAGE_SIZE, IMAGE_SIZE), mode="nearest").expand(-1, 3, -1, -1)
+def show_step(step=T // 2):
+    masked = still[step - 1].float().reshape(4, 1, *GRID)                              # 1 = still [MASK]
+    masked = F.interpolate(masked, size=(IMAGE_SIZE, IMAGE_SIZE), mode="nearest")
+    orange = torch.tensor([1.0, 0.3, -1.0], device=masked.device).view(1, 3, 1, 1)   # [MASK], in [-1, 1]
+    fixed = masked * orange + (1 - masked) * -0.7                                      # dark grey = fixed
     viz.compare_grid({"fixed tokens": fixed, "prediction": preds[step - 1]}, n=4, title=f"after step {step} of {T}")
     plt.show()
 
-viz.interactive(show_step, step=(1, T, 1, T));
+viz.interactive(show_step, step=(1, T, 1, T // 2));  # starts half-way: drag to see the grid fill
 
 # %% [markdown]
 # ## 6. Measuring sample quality
@@ -349,7 +402,8 @@ viz.interactive(show_step, step=(1, T, 1, T));
 # reports a **Fréchet distance in the course's own feature space**: the penultimate layer (128 features) of a small
 # CNN trained here to classify the labelled training images — the same recipe as FID, with a classifier that knows
 # this data. It trains on the real images *and* their MoVQ reconstructions, so that it judges the shape and not the
-# tokenizer's blur (trained on sharp images only, it recognised two thirds of the reconstructions). Call it **FD-shapes**: lower is better, it is only comparable at equal sample count (it is biased
+# tokenizer's blur (a classifier trained on sharp images only may not recognise blurry reconstructions; section 9
+# prints its accuracy on both). Call it **FD-shapes**: lower is better, it is only comparable at equal sample count (it is biased
 # upwards for small sets), and only within one run (another run trains another classifier). Two reference points
 # frame it: real test images (the floor) and MoVQ reconstructions of them (the best a prior over these tokens can
 # do). The same classifier also scores class-conditional samples (section 9).
@@ -359,7 +413,7 @@ class FeatureNet(nn.Module):
     """A small classifier; ``features`` is its 128-d penultimate layer.
 
     The first layer keeps full resolution: a stride-2 first layer loses the corners that tell a square from a
-    circle (on the multi-object `shapes` scenes a 3-layer strided net reached 40% test accuracy, this one 70%)."""
+    circle; section 9 prints this net's accuracy on real test images and on their reconstructions."""
 
     def __init__(self, num_classes, w=32):
         super().__init__()
@@ -430,22 +484,23 @@ def real_fid(fake, real):
 
 # %% [markdown]
 # ## 7. How many steps?
-# Sample `N_EVAL` images (random classes drawn from the training distribution, i.e. unconditional samples) with
-# T = 1, 4, 8, 12 and 16, and time each run. T = 1 must fill every token from the all-`[MASK]` grid in one pass:
-# each token is then drawn independently of the others, and tokens that only make sense together (the two halves
-# of one shape) rarely agree. More steps let later tokens condition on earlier ones; the paper finds the gain
-# saturates around T = 8–12 (and quality can drop beyond), while the time grows linearly with T. Our grid is much
-# smaller than the paper's 16 × 16, so expect the best T to be smaller too: in the cpu profile (an 8 × 8 grid) T = 4
-# already beat T = 8, and T = 16 was worse again. Why can more steps hurt? Each step keeps the most *confident*
-# tokens, and a long, cautious decode keeps choosing the safest ones (flat background, mid colours): samples become
-# typical and alike, and a Fréchet distance punishes the lost diversity.
+# Sample `N_EVAL` **unconditional** images — every one with the "no class" label (id `NUM_CLASSES`), the
+# unconditional model that label dropout trained alongside the conditional one — with T = 1, 4, 8, 12 and 16, and
+# time each run. T = 1 must fill every token from the all-`[MASK]` grid in one pass: each token is then drawn
+# independently of the others, and tokens that only make sense together (the two halves of one shape) rarely agree.
+# More steps let later tokens condition on earlier ones, while the time grows linearly with T. The paper (16 × 16
+# grids on ImageNet) finds the gain saturates around T = 8–12 and quality drops beyond; our grid is much smaller, so
+# the best T may well be smaller too. Why could more steps hurt? Each step keeps the most *confident* tokens, and a
+# long, cautious decode may keep choosing the safest ones (flat background, mid colours): samples become typical
+# and alike.
+#
+# Two columns to read together:
+# - **FD-shapes** (lower is better): how far the set of samples is from the real images.
+# - **diversity**: the mean distance between two samples' features, divided by the same for real test images
+#   (1 = as varied as the data; well below 1 = samples alike). If the FD-shapes curve turns up at large T while
+#   diversity falls, the extra steps cost variety; if diversity stays flat, look for another cause in the grids.
 
 # %%
-def random_labels(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    return train_labels[torch.randint(len(train_labels), (n,), generator=g)].to(P.device)
-
-
 def generate(fn, labels, seed):
     """Sample len(labels) grids with fn(batch_size, labels, generator), CHUNK at a time."""
     g = torch.Generator(device=P.device).manual_seed(seed)
@@ -462,18 +517,34 @@ def timed(fn):
     return out, time.perf_counter() - t0
 
 
-eval_labels = random_labels(N_EVAL, seed=1)
+def diversity(feats):
+    """Mean Euclidean distance between two different rows of feats (n, d)."""
+    n = len(feats)
+    return (torch.cdist(feats, feats).sum() / (n * (n - 1))).item()
+
+
+real_diversity = diversity(features(test_images))
+eval_labels = torch.full((N_EVAL,), NUM_CLASSES, device=P.device)   # "no class": unconditional samples
 steps_table, step_samples = {}, {}
 for T_ in (1, 4, 8, 12, 16):
     tokens, sec = timed(lambda: generate(lambda b, lab, g: sample(maskgit, b, steps=T_, labels=lab, generator=g),
                                          eval_labels, seed=T_))
     images = decode(tokens).cpu()
+    feats = features(images)
     step_samples[f"T={T_}"] = images[:8]
-    steps_table[f"T={T_}"] = {"passes": T_, "seconds": sec, "FD-shapes": fd(images)}
-print(format_table(steps_table))
-fig, ax = plt.subplots(figsize=(4.5, 3))
-ax.plot([v["passes"] for v in steps_table.values()], [v["FD-shapes"] for v in steps_table.values()], "o-")
-ax.set(xlabel="steps T", ylabel="FD-shapes (lower is better)", title="quality against steps")
+    steps_table[f"T={T_}"] = {"passes": T_, "seconds": sec, "FD-shapes": frechet_distance(feats, real_features),
+                              "diversity": diversity(feats) / real_diversity}
+print(format_table(record("steps", steps_table)))
+best_T = min(steps_table, key=lambda k: steps_table[k]["FD-shapes"])
+print(f"lowest FD-shapes at {best_T}; real test images have diversity 1 by definition")
+fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+Ts = [v["passes"] for v in steps_table.values()]
+axes[0].plot(Ts, [v["FD-shapes"] for v in steps_table.values()], "o-")
+axes[0].set(xlabel="steps T", ylabel="FD-shapes (lower is better)", title="quality against steps")
+axes[1].plot(Ts, [v["diversity"] for v in steps_table.values()], "o-", c="C1")
+axes[1].axhline(1.0, c="k", lw=0.8, ls=":")
+axes[1].set(xlabel="steps T", ylabel="diversity (real = 1)", title="variety against steps")
+fig.tight_layout()
 viz.compare_grid(step_samples, n=8);
 
 # %% [markdown]
@@ -483,6 +554,17 @@ viz.compare_grid(step_samples, n=8);
 # sampler (`sample_autoregressive`) keeps a **KV cache**, so each of its N steps runs one position through the
 # network — the fair baseline. (The AR prior trains without label smoothing, as taming's did: smoothing puts mass
 # on every code, and ancestral sampling would then draw junk tokens.)
+#
+# What it is, exactly: autoregressive over **positions** in raster order, not over tokens. Like MaskGIT, it predicts
+# the G tokens of a position with G conditionally independent heads, all at once; so with G > 1 it is not the
+# token-by-token transformer of taming (one code per position, one token per step), but the closest AR relative of
+# this lesson's MaskGIT: the same network, the same heads, only the order and the attention mask differ. Both
+# samplers below are unconditional, with the "no class" label.
+
+# %% [markdown]
+# **Check your understanding, question 1 — predict, then run.** The next cells train the autoregressive prior and
+# time both samplers. Before running them: with N positions per grid, how many forward passes does each sampler
+# make per image, and how much faster do you expect MaskGIT (T = 8) to be on your device?
 
 # %%
 def ar_step(trainer, tokens, labels):
@@ -506,7 +588,7 @@ for name, fn in [("MaskGIT T=8", lambda b, lab, g: sample(maskgit, b, steps=8, l
     fid = real_fid(images, test_images) if not P.is_quick else None
     if fid is not None:
         race[name]["FID"] = fid
-print(format_table({k: {m: v for m, v in row.items() if m != "images"} for k, row in race.items()}))
+print(format_table(record("race", {k: {m: v for m, v in row.items() if m != "images"} for k, row in race.items()})))
 viz.compare_grid({name: row["images"][:8] for name, row in race.items()}, n=8);
 
 # %% [markdown]
@@ -547,11 +629,13 @@ for name, w in [("MaskGIT T=8", 0.0), ("MaskGIT T=8", 3.0), ("MaskGIT T=8", 6.0)
     images = decode(generate(fn, cond_labels, seed=3))  # CHUNK samples per call
     with torch.no_grad():
         agree = (feature_net(images).argmax(1) == cond_labels).float().mean().item()
-    guidance_table[f"{name}, w={w:g}"] = {"class agreement": agree, "FD-shapes": fd(images.cpu())}
+    feats = features(images.cpu())
+    guidance_table[f"{name}, w={w:g}"] = {"class agreement": agree, "FD-shapes": frechet_distance(feats, real_features),
+                                          "diversity": diversity(feats) / real_diversity}
     guided_images[(name, w)] = images
 with torch.no_grad():
     recon_acc = (feature_net(decode(test_tokens[:len(test_images)])).argmax(1) == test_labels[:len(test_images)].to(P.device)).float().mean().item()
-print(format_table(guidance_table))
+print(format_table(record("guidance", guidance_table)))
 print(f"classifier accuracy on real test images: {real_acc:.0%}, on their MoVQ reconstructions: {recon_acc:.0%} "
       f"(the ceiling for a prior over these tokens); chance: {1 / NUM_CLASSES:.0%}")
 names = getattr(train_set, "classes", [str(c) for c in range(NUM_CLASSES)])
@@ -561,16 +645,17 @@ for name, w in [("MaskGIT T=8", 0.0), ("MaskGIT T=8", 6.0), ("AR", 6.0)]:
                      n=min(8, per_class), title=f"{name}, one row per requested class, guidance w={w:g}")
 
 # %% [markdown]
-# Read the table: the class agreement rises with $w$, towards the classifier's accuracy on MoVQ reconstructions
-# (measured in the cpu profile: MaskGIT 29% at $w = 0$, 49% at $w = 3$; the AR prior 48% at $w = 0$, 73% at
-# $w = 6$; chance is 20%). Why is plain conditional sampling so weak? The label is worth at most
-# $\ln 5 \approx 1.6$ nats for a whole image of $N \cdot G$ tokens, so the training loss barely notices it; once
-# the first tokens are drawn they decide the shape as much as the label does, and a small prior's blurry guess is
-# then hard to classify. Guidance amplifies exactly the part of the prediction that the label changes. The price
-# shows in the grids: guided samples are more alike (colours included). FD-shapes is measured against the whole
-# training set: at this budget guidance lowers it too, because many unguided samples are no recognisable shape at
-# all; with a stronger prior, a large $w$ trades diversity for fidelity and the distance rises again (the U-shaped
-# FID-against-$w$ curve of the guidance papers).
+# Read the table against its two reference lines (printed under it): chance, and the classifier's accuracy on MoVQ
+# reconstructions, the ceiling for any prior over these tokens.
+# - **class agreement** should rise with $w$ for both priors. If plain conditional sampling ($w = 0$) sits close to
+#   chance, that is not a bug: the label is worth at most $\ln C$ nats ($C$ classes) for a whole image of
+#   $N \cdot G$ tokens, so the training loss barely notices it, and once the first tokens are drawn they decide the
+#   shape as much as the label does. Guidance amplifies exactly the part of the prediction that the label changes.
+# - **diversity** (as in section 7, real = 1) shows the price: guidance makes the samples of a class more alike,
+#   so expect it to fall as $w$ grows.
+# - **FD-shapes** is measured against the whole training set, so it can move either way. It falls with $w$ when
+#   many unguided samples are no recognisable shape at all; with a stronger prior, a large $w$ trades diversity for
+#   fidelity and the distance rises again (the U-shaped FID-against-$w$ curve of Ho & Salimans 2022).
 
 # %% [markdown]
 # ## 10. The whole pipeline
@@ -593,17 +678,64 @@ print(f"MaskGIT trained at {mg_tokens_per_s:,.0f} tokens/s, the AR prior at {ar_
 print(f"lesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' profile")
 
 # %% [markdown]
+# ## Check your understanding
+# 1. *(Predict, then run — before section 8.)* Forward passes per image for each sampler, and the speed-up you
+#    expect.
+# 2. In `decode_step`, why do the positions that were already known get confidence $+\infty$? What happens
+#    without it?
+# 3. Why does the noise on the confidence shrink to 0 over the steps, as $\tau\,(1 - \tfrac{t+1}{T})$? What would
+#    a decode with no noise at all tend to produce?
+# 4. `mask_tokens` written as `tokens[mask] = mask_id; return tokens, mask` returns the right values. What goes
+#    wrong in the training step of section 4?
+
+# %% [markdown] solution-only
+# **Answers.**
+#
+# 1. MaskGIT makes T = 8 passes over all N positions; the autoregressive sampler makes N passes, each over one new
+#    position (the KV cache keeps the earlier ones). The speed-up is large where a pass is latency-bound (a GPU,
+#    small batches) and shrinks where it is compute-bound (a CPU, large batches), because MaskGIT does more
+#    arithmetic in total. The table in section 8 has your device's numbers.
+# 2. A token fixed at an earlier step is never re-masked: MaskGIT only adds tokens. With $+\infty$ they are never
+#    among the n least confident. Without it, a fixed token with a low score can be masked again, and the count of
+#    known tokens no longer follows the schedule.
+# 3. Early on the model knows little, and the most confident tokens are the easy ones (background, flat colour).
+#    The noise spreads the first choices over the grid; as more context is known the model's own confidence
+#    becomes trustworthy, so the noise fades to 0. Without noise, decodes commit to the safest tokens first and the
+#    samples become typical and alike (low diversity).
+# 4. It writes into the caller's `tokens`, and the training step uses those same tokens as the *targets* of the
+#    cross-entropy: the model is then asked to predict `mask_id` at every masked position, and learns nothing
+#    useful. Check 5.1 tests that `tokens` is unchanged.
+
+# %% [markdown]
 # ## Takeaways
 # - A tokenizer turns image generation into **sequence modelling over a small grid of codes**; the prior never
 #   sees a pixel.
 # - MaskGIT trains a bidirectional transformer to fill in masked tokens (cosine schedule, loss on masked tokens
-#   only) and decodes in **T ≈ 8 parallel steps**, keeping the most confident tokens at each step.
-# - Against an autoregressive prior it trades extra FLOPs for far fewer sequential steps: a large speed-up when
-#   sampling is latency-bound, none when it is compute-bound. More steps help up to about 8–12.
+#   only) and decodes in **T parallel steps** (8–12 in the paper), keeping confident tokens at each step; Gumbel
+#   noise on the confidence makes the kept set a random draw that favours them (the Gumbel-top-k trick).
+# - How many steps is a measurement, not a constant: section 7's table says where FD-shapes bottoms out on *this*
+#   grid, and its diversity column whether more steps cost variety. The paper's 8–12 is for 16 × 16 ImageNet grids.
+# - The G tokens of a position are predicted by conditionally independent heads, in MaskGIT and in this lesson's AR
+#   baseline alike; the baseline is autoregressive over positions, not over tokens.
+# - Against that AR prior, MaskGIT trades extra FLOPs for far fewer sequential steps: section 8 times both, on your
+#   device; the speed-up is large when sampling is latency-bound and can vanish when it is compute-bound.
 # - The same decoder inpaints and edits for free: start it from a partly known grid.
-# - A class token makes generation controllable; classifier-free guidance (train with dropped labels, then push
-#   away from the unconditional logits) makes the samples follow it more faithfully.
+# - A class token makes generation controllable; label dropout also trains the unconditional model, which the "no
+#   class" label samples (sections 7–8). Classifier-free guidance pushes away from those unconditional logits;
+#   section 9 measures how much closer samples follow their class, and the diversity it costs.
 #
-# **The course, end to end:** a VAE blurs (Lesson 1); discrete codes remove the KL blur (Lesson 2); perceptual and
-# adversarial losses make the codes worth decoding (Lesson 3); spatially modulated normalisation and multichannel
-# codes make them faithful (Lesson 4); and a masked transformer turns them into new images (Lesson 5).
+# **The course, end to end:** a VAE trades rate for distortion, and its pixel loss blurs (Lesson 1); discrete codes
+# fix the rate by design and turn images into tokens (Lesson 2); perceptual and adversarial losses, not the
+# codebook, bring back sharp detail — a continuous latent with the same losses is sharp too (Lesson 3); MoVQ
+# re-injects the codes at every normalisation of the decoder (Lesson 4); and a masked transformer turns token grids
+# into new images (Lesson 5).
+
+# % [markdown]
+# ## Where you stand
+# Each exercise of this lesson: passed, failed, not implemented, or not checked (its check cell has not run), and
+# which cells ran on the reference solution instead of yours. Fix an exercise, re-run its check and the cells after
+# it, then this cell.
+
+# %
+from minimovq.checks import scoreboard
+scoreboard(5, globals());
