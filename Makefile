@@ -16,7 +16,11 @@ endif
 PY := $(ENV_DIR)/bin/python
 STAMP := $(ENV_DIR)/.minimovq-installed
 TORCH_CPU ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,1)
-PIP_EXTRA := $(if $(filter 1,$(TORCH_CPU)),--extra-index-url https://download.pytorch.org/whl/cpu,)
+# The CPU index is used only when it answers: behind a mirror or proxy that reaches PyPI alone, pip would retry it
+# for every package (minutes), so an unreachable index falls back to PyPI's default build, and says so.
+TORCH_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_INDEX_UP := $(if $(filter 1,$(TORCH_CPU)),$(shell $(PYTHON) -c "import socket; socket.create_connection(('download.pytorch.org', 443), 3)" 2>/dev/null && echo 1),)
+PIP_EXTRA := $(if $(TORCH_INDEX_UP),--extra-index-url $(TORCH_INDEX),)
 WORK ?= work
 JOBS ?= 2
 # Jupyter refuses to start as root (common in containers) unless told it may.
@@ -37,7 +41,7 @@ $(ENV_DIR)/bin/python:
 $(STAMP): pyproject.toml | $(ENV_DIR)/bin/python
 	$(PY) -m pip install -q --upgrade pip
 	@echo "Installing minimovq and its dependencies into $(ENV_DIR), including PyTorch"
-	@echo "($(if $(PIP_EXTRA),the CPU-only build: no NVIDIA GPU found; about 200 MB,the default CUDA build: several GB)). This takes a while; pip shows its progress."
+	@echo "($(if $(PIP_EXTRA),the CPU-only build: no NVIDIA GPU found; about 200 MB,$(if $(filter 1,$(TORCH_CPU)),the default build from PyPI: no NVIDIA GPU found but $(TORCH_INDEX) is unreachable; several GB,the default CUDA build: several GB))). This takes a while; pip shows its progress."
 	$(PY) -m pip install $(PIP_EXTRA) -e ".[lab,dev]"
 	@touch $(STAMP)
 
