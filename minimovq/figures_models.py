@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .figures import Diagram, Stage, _fmt, trace_shapes
+from .diagram import Diagram, Stage, _fmt, trace_shapes
 
 __all__ = ["vae_diagram", "vqvae_diagram", "vqgan_diagram", "maskgit_diagram"]
 
