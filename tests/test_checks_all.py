@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from minimovq.checks import _scoreboard, grade_report, scoreboard
 
-LESSONS = ("vae", "vqvae", "vqgan", "movq", "maskgit")
+LESSONS = ("vae", "vqvae", "vqgan", "movq", "maskgit", "beyond")
 CHECKS = [obj for lesson in LESSONS for obj in vars(importlib.import_module(f"minimovq.checks.{lesson}")).values()
           if callable(obj) and hasattr(obj, "exercise_number")]
 FUNCTION_CHECKS = [c for c in CHECKS if not isinstance(c.reference, type)]
@@ -22,7 +22,7 @@ ids = lambda c: f"{c.exercise_number}-{c.__name__}"  # noqa: E731
 
 def test_every_lesson_has_checks():
     numbers = {c.exercise_number.split(".")[0] for c in CHECKS}
-    assert numbers == {"1", "2", "3", "4", "5"} and len(CHECKS) >= 15
+    assert numbers == {"1", "2", "3", "4", "5", "6"} and len(CHECKS) >= 17
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=ids)

@@ -1,4 +1,5 @@
-"""Exercise checks, one module per lesson: ``minimovq.checks.vae``, ``.vqvae``, ``.vqgan``, ``.movq``, ``.maskgit``.
+"""Exercise checks, one module per lesson: ``minimovq.checks.vae``, ``.vqvae``, ``.vqgan``, ``.movq``, ``.maskgit``,
+``.beyond`` (Lesson 6).
 
 Each check is called like ``fn = minimovq.checks.vae.reparameterize(fn)``: it prints ✓ or ✗ (with what differs),
 returns your function when it passes and the reference otherwise, so the rest of the notebook still runs.
