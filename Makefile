@@ -26,7 +26,7 @@ JOBS ?= 2
 # Jupyter refuses to start as root (common in containers) unless told it may.
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test setup notebooks check-notebooks unit nbtest bench reference clean help
+.PHONY: lab test setup notebooks check-notebooks unit nbtest bench bench-compare reference clean help
 help:
 	@echo "make lab        set up the environment and open JupyterLab on your copies of the lessons (work/)"
 	@echo "make test       set up the environment and run the unit tests + every notebook (quick profile)"
@@ -76,8 +76,15 @@ PROFILE ?= cpu
 reference: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m minimovq.reference --profile $(PROFILE) $(LESSONS)
 
+# bench_official.py (against SBER-MoVQGAN) and bench_vs_vqp.py (against vector-quantize-pytorch) need the other
+# code on disk: `make bench-compare OFFICIAL=path/to/MoVQGAN` (their docstrings say how to get it).
+COMPARE := benchmarks/bench_official.py benchmarks/bench_vs_vqp.py
 bench: setup
-	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	for f in $(filter-out $(COMPARE),$(wildcard benchmarks/bench_*.py)); do echo "== $$f"; $(PY) $$f || exit 1; done
+
+bench-compare: setup
+	MINIMOVQ_OFFICIAL_MOVQGAN=$(OFFICIAL) $(PY) benchmarks/bench_official.py
+	$(PY) benchmarks/bench_vs_vqp.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache checkpoints

@@ -7,6 +7,9 @@ configs of each profile (against the VQGAN decoder at the same config, i.e. the 
 
 Method and memory measurement as in ``bench_vqgan.py`` (fresh subprocess per configuration on the CPU; RSS
 high-water mark minus the resident set before the passes; ``max_memory_allocated`` on CUDA).
+
+Against the official SBER-MoVQGAN code (same weights, outputs compared): ``bench_official.py``, which needs a
+local ``git clone https://github.com/ai-forever/MoVQGAN`` (``--official PATH``).
 """
 from __future__ import annotations
 

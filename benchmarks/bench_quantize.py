@@ -18,6 +18,8 @@ How memory is measured:
 * CUDA: ``torch.cuda.max_memory_allocated`` during one forward+backward, minus the memory allocated before it.
 
 Time is the median of ``--repeats`` forward+backward passes after one warm-up pass.
+
+Against another library on the same work (the EMA quantizer vs vector-quantize-pytorch): ``bench_vs_vqp.py``.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
     OMP_NUM_THREADS=1 python benchmarks/bench_vqgan.py            # CPU: batch 1, 2 timed passes (slow: minutes)
     python benchmarks/bench_vqgan.py --device cuda --batch 8      # GPU: fp32, then AMP + channels_last
 
-One pass = ``x_hat, qloss = model(x); (mse(x_hat, x) + qloss).backward()`` on random images in [-1, 1].
+One pass = ``x_hat, vq_loss, _ = model(x); (mse(x_hat, x) + vq_loss).backward()`` on random images in [-1, 1].
 Throughput is batch / median time of ``--iters`` passes after one warm-up pass.
 
 How memory is measured:
@@ -78,8 +78,8 @@ def measure(spec: dict, size: int, batch: int, iters: int, device: str, amp: boo
             if spec["model"] == "attn":
                 loss = model(x).float().square().mean()
             else:
-                x_hat, qloss = model(x)
-                loss = F.mse_loss(x_hat.float(), x) + qloss
+                x_hat, vq_loss, _ = model(x)
+                loss = F.mse_loss(x_hat.float(), x) + vq_loss
         scaler.scale(loss).backward()
         model.zero_grad(set_to_none=True)
 

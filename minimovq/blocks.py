@@ -29,8 +29,12 @@ def Normalize(channels: int) -> nn.GroupNorm:
 
 
 def swish(x: torch.Tensor) -> torch.Tensor:
-    """swish(x) = x · sigmoid(x) (also called SiLU)."""
-    return x * torch.sigmoid(x)
+    """swish(x) = x · sigmoid(x) (also called SiLU).
+
+    ``F.silu`` computes it in one kernel and saves only x for the backward pass, where ``x * torch.sigmoid(x)``
+    keeps both x and sigmoid(x) alive until then.
+    """
+    return F.silu(x)
 
 
 def _norm(layer: nn.Module, h: torch.Tensor, z_q: torch.Tensor | None) -> torch.Tensor:
@@ -119,15 +123,37 @@ class Downsample(nn.Module):
         return self.conv(F.pad(x, (0, 1, 0, 1), mode="constant", value=0.0))
 
 
+# Nearest ×2 then a 3×3 kernel, seen from the low-resolution input (one axis): output row 2i takes input rows
+# i−1, i with weights (w0, w1 + w2), and output row 2i+1 takes rows i, i+1 with (w0 + w1, w2). A transposed
+# convolution with stride 2, padding 1 and the 4-tap kernel (w2, w1 + w2, w0 + w1, w0) computes exactly that.
+_NEAREST2X_TAPS = ((0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0))  # (4 taps, 3 kernel rows)
+
+
+def nearest2x_conv_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """The kernel that makes ``conv_transpose2d(x, K, stride=2, padding=1)`` equal
+    ``conv2d(nearest_upsample_2x(x), weight, padding=1)``: weight (O, I, 3, 3) -> K (I, O, 4, 4),
+    K[i, o] = M · weight[o, i] · Mᵀ with M the (4, 3) matrix ``_NEAREST2X_TAPS``."""
+    m = torch.tensor(_NEAREST2X_TAPS, dtype=weight.dtype, device=weight.device)
+    with torch.autocast(weight.device.type, enabled=False):  # sum the weights at their own precision
+        return torch.einsum("pu,qv,oiuv->iopq", m, m, weight)
+
+
 class Upsample(nn.Module):
-    """Double H and W: nearest-neighbour ×2, then a 3×3 conv with padding 1. (B, C, H, W) -> (B, C, 2H, 2W)."""
+    """Double H and W: nearest-neighbour ×2, then a 3×3 conv with padding 1. (B, C, H, W) -> (B, C, 2H, 2W).
+
+    The two steps run as one transposed convolution on the low-resolution input (``nearest2x_conv_kernel``):
+    the same numbers, 16 instead of 36 multiply-adds per input pixel and channel pair, and no 4×-size upsampled
+    copy kept for the backward pass. ``self.conv`` holds the 3×3 weights (taming's key ``upsample.conv.*``).
+    """
 
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        # conv3×3(nearest×2(x)) = conv_transpose(x, K), stride 2, padding 1
+        kernel = nearest2x_conv_kernel(self.conv.weight)
+        return F.conv_transpose2d(x, kernel, self.conv.bias, stride=2, padding=1)
 
 
 def _check_config(ch: int, ch_mult: Sequence[int], num_res_blocks: int, resolution: int) -> None:

@@ -66,6 +66,32 @@ def test_upsample_is_nearest_then_conv():
     torch.testing.assert_close(up(x), up.conv(x.repeat_interleave(2, 2).repeat_interleave(2, 3)))
 
 
+def test_swish_equals_x_times_sigmoid_in_value_and_gradient():
+    x = torch.randn(2, 32, 5, 7, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    y, y_ref = swish(x), x_ref * torch.sigmoid(x_ref)
+    torch.testing.assert_close(y, y_ref)
+    g = torch.randn_like(y)
+    y.backward(g)
+    y_ref.backward(g)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+
+
+@pytest.mark.parametrize("shape", [(2, 32, 3, 4), (1, 32, 5, 1), (1, 32, 1, 1)])
+def test_upsample_fast_path_equals_nearest_then_conv_with_gradients(shape):
+    up = Upsample(32)
+    x = torch.randn(*shape, requires_grad=True)
+    # the plain equation, written out: every pixel repeated 2×2, then the 3×3 conv with padding 1
+    plain = F.conv2d(x.repeat_interleave(2, 2).repeat_interleave(2, 3), up.conv.weight, up.conv.bias, padding=1)
+    fast = up(x)
+    assert fast.shape == (shape[0], 32, 2 * shape[2], 2 * shape[3])
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-4)
+    g = torch.randn_like(plain)
+    inputs = (x, up.conv.weight, up.conv.bias)
+    for got, want in zip(torch.autograd.grad(fast, inputs, g), torch.autograd.grad(plain, inputs, g), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
 def test_encoder_decoder_shapes_non_square():
     enc, dec = Encoder(**TINY), Decoder(**TINY)
     x = torch.randn(2, 3, 16, 24)

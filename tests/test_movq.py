@@ -41,6 +41,24 @@ def test_spatial_norm_equation_nearest_to_exact_size():
         sn(f, torch.randn(2, 8, 2, 3))
 
 
+@pytest.mark.parametrize("f_shape,z_shape", [((2, 64, 8, 12), (2, 4, 2, 3)),   # integer factors 4 and 4
+                                             ((1, 64, 6, 9), (1, 4, 2, 3)),    # 3 and 3
+                                             ((1, 64, 4, 4), (1, 4, 4, 4)),    # 1: same size
+                                             ((2, 64, 5, 7), (2, 4, 3, 2))])   # non-integer: interpolate
+def test_spatial_norm_equals_plain_equation_in_value_and_gradient(f_shape, z_shape):
+    torch.manual_seed(0)
+    sn = SpatialNorm(64, 4)
+    f, z_q = torch.randn(*f_shape, requires_grad=True), torch.randn(*z_shape, requires_grad=True)
+    z_q_up = F.interpolate(z_q, size=f.shape[-2:], mode="nearest")
+    plain = sn.norm_layer(f) * sn.conv_y(z_q_up) + sn.conv_b(z_q_up)
+    out = sn(f, z_q)
+    torch.testing.assert_close(out, plain, atol=1e-5, rtol=1e-4)
+    g = torch.randn_like(plain)
+    inputs = (f, z_q, *sn.parameters())
+    for got, want in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(plain, inputs, g), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("name,params", [("67M", 67_832_495), ("102M", 101_614_255), ("270M", 270_669_103)])
 def test_released_configs_param_counts(name, params):
     with torch.device("meta"):

@@ -21,15 +21,24 @@ def _code(path):
 def test_reference_copy_runs_the_current_lesson(lesson):
     """A changed lesson must be re-run: `make reference LESSONS=<lesson>`."""
     copy = REFERENCE / f"{lesson}.ipynb"
-    assert copy.exists(), f"{copy} is missing: run `make reference LESSONS={lesson}` and commit it"
+    if not copy.exists():
+        pytest.skip(f"no reference run of {lesson} yet: `make reference LESSONS={lesson}` and commit it")
     assert _code(copy) == _code(LESSONS[lesson]), (
         f"{copy}'s code differs from {LESSONS[lesson]}: re-run `make reference LESSONS={lesson}` and commit it")
     assert copy.stat().st_size <= 2.5e6, f"{copy} is {copy.stat().st_size / 1e6:.1f} MB: show smaller images"
 
 
-def test_results_json_has_one_entry_per_lesson():
-    data = json.loads((REFERENCE / "results.json").read_text())
-    assert set(data) == set(LESSONS)
+def _index():
+    path = REFERENCE / "results.json"
+    if not path.exists():
+        pytest.skip("no reference run yet: `make reference`")
+    return json.loads(path.read_text())
+
+
+def test_results_json_has_one_entry_per_executed_copy():
+    data = _index()
+    assert set(data) == {p.stem for p in REFERENCE.glob("*.ipynb")}, "results.json and the executed copies disagree"
+    assert set(data) <= set(LESSONS)
     for lesson, entry in data.items():
         assert set(entry) >= KEYS, (lesson, set(entry))
         assert entry["profile"] == "cpu" and entry["seconds"] > 0 and entry["results"], lesson
@@ -49,8 +58,8 @@ def test_record_writes_only_under_make_reference(tmp_path, monkeypatch):
 
 
 def test_readme_shows_the_reference_results():
-    data = json.loads((REFERENCE / "results.json").read_text())
+    data = _index()
     readme = reference.README.read_text()
     assert reference.readme_block(data) in readme, "run `python -m minimovq.reference --readme`"
-    for lesson in LESSONS:
+    for lesson in data:
         assert f"docs/reference/{lesson}.ipynb" in readme
