@@ -1,15 +1,21 @@
 """MoVQ (Zheng et al. 2022, arXiv 2209.09002), as released in SBER-MoVQGAN.
 
-VQGAN's decoder sees only ``post_quant_conv(z_q)``: where neighbouring positions share a code, it receives the
-same vector and tends to paint the same patch again — the repeated, blocky artifacts of smooth regions. MoVQ
-**modulates every normalization of the decoder with the quantized latent itself** (spatially conditional
-normalization), so the decoder knows *where* each code sits and can vary the output inside one code's area:
+VQGAN's decoder reads the codes once, through ``post_quant_conv(z_q)``. MoVQ **modulates every normalization of
+the decoder with the quantized latent itself** (spatially conditional normalization), so the codes re-enter at
+every norm of every scale. This follows SBER's code: GroupNorm keeps its affine. The paper's eq. (4),
+F = φ_γ(z_q)·(F − μ)/σ + φ_β(z_q), has none.
 
     SpatialNorm(f, z_q) = GroupNorm(f) · conv_y(z_q↑) + conv_b(z_q↑),   z_q↑ = nearest-upsample(z_q) to f's H×W
 
+Lesson 4 shows what this does and does not do. The decoder stays translation-equivariant on the code grid. Inside
+a run of one code z_q is constant, so the modulation is constant too, and MoVQ repeats the same flat patch exactly
+as VQGAN does. SpatialNorm acts where codes change, and on what a trained encoder learns to emit. What breaks runs
+is more distinct codes: multichannel quantization or a larger K.
+
 The encoder is VQGAN's, unchanged. The second idea of the paper, **multichannel quantization**, is the
 quantizer's ``groups=G``: each latent vector splits into G contiguous channel groups quantized with one shared
-codebook, so one position carries G indices (capacity K^G per position). The released weights use G=1.
+codebook, so one position carries G indices (capacity K^G per position). The released SBER weights use G=1: they
+share the SpatialNorm decoder, not multichannel codes.
 
     model = MoVQ.from_pretrained("67M")          # SBER-MoVQGAN, downloads movqgan_67M.ckpt (needs internet)
     model = MoVQ.from_config("tiny", groups=4)   # a lesson-sized model with multichannel quantization
@@ -81,10 +87,23 @@ class SpatialNorm(nn.Module):
             raise ValueError(f"z_q must have shape ({f.shape[0]}, {self.conv_y.in_channels}, h, w) to match f "
                              f"{tuple(f.shape)}, got {tuple(z_q.shape)}; pass the quantized latent (embed_dim "
                              "channels), not post_quant_conv(z_q)")
-        # nearest, to f's exact size (not a scale factor), so non-square and odd grids work
-        z_q_up = F.interpolate(z_q, size=f.shape[-2:], mode="nearest")  # (B, D, H, W)
-        # SpatialNorm(f, z_q) = norm(f) · conv_y(z_q↑) + conv_b(z_q↑)
-        return self.norm_layer(f) * self.conv_y(z_q_up) + self.conv_b(z_q_up)
+        (H, W), (h, w) = f.shape[-2:], z_q.shape[-2:]
+        norm_f = self.norm_layer(f)  # (B, C, H, W)
+        if (H, W) == (h, w):  # the latent resolution: nothing to upsample
+            return torch.addcmul(self.conv_b(z_q), norm_f, self.conv_y(z_q))
+        if H % h or W % w:
+            # nearest, to f's exact size (not a scale factor), so non-square and odd grids work
+            z_q_up = F.interpolate(z_q, size=(H, W), mode="nearest")  # (B, D, H, W)
+            # SpatialNorm(f, z_q) = norm(f) · conv_y(z_q↑) + conv_b(z_q↑)
+            return torch.addcmul(self.conv_b(z_q_up), norm_f, self.conv_y(z_q_up))
+        # Integer factors: nearest upsampling repeats each latent vector over an (H/h)×(W/w) cell, and a 1×1 conv
+        # commutes with that (conv_y(z_q↑) = conv_y(z_q)↑). So the scale and shift are computed at the latent
+        # resolution and broadcast over the cells: no full-size z_q↑, scale or shift is built or kept for backward.
+        scale = rearrange(self.conv_y(z_q), "b c h w -> b c h 1 w 1")
+        shift = rearrange(self.conv_b(z_q), "b c h w -> b c h 1 w 1")
+        cells = rearrange(norm_f, "b c (h s) (w t) -> b c h s w t", h=h, w=w)  # a view
+        # SpatialNorm(f, z_q) = norm(f) · conv_y(z_q)↑ + conv_b(z_q)↑, in one pass
+        return rearrange(torch.addcmul(shift, cells, scale), "b c h s w t -> b c (h s) (w t)")
 
 
 def group_quantize(z: torch.Tensor, codebook: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
