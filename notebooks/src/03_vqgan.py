@@ -15,7 +15,8 @@
 # 3. compute the receptive field of a PatchGAN logit, and see it,
 # 4. write the hinge loss and derive the adaptive weight,
 # 5. run an equal-budget ablation — L1, then L1 + LPIPS, then the same L1 + LPIPS model fine-tuned with a GAN — and
-#    read it per image (PSNR, SSIM, LPIPS), as a set (sharpness, a Fréchet distance in VGG features) and by eye,
+#    read it per image (PSNR, SSIM, LPIPS), as a set (sharpness, Fréchet distances of patches and of VGG
+#    features) and by eye,
 # 6. meet the failure modes, one safeguard at a time: a discriminator switched on too early, a fixed adversarial
 #    weight, and NaNs under fp16,
 # 7. see the continuous counterpoint: the latent-diffusion autoencoder, sharp without a codebook.
@@ -463,14 +464,19 @@ for name, loss_fn in (("L1+LPIPS", lpips_loss()), ("L1+LPIPS+GAN", gan_loss())):
 # are as sharp and as textured *as a set* as real images. Two measures of that:
 # - **sharpness**, Lesson 1's measure: the share of the input's high-frequency energy (the image minus a 3 × 3 box
 #   blur) that survives in the reconstructions. 100% is the target; far above it means invented detail.
-# - **FD-VGG**: FID's recipe (Heusel et al. 2017) — fit a Gaussian to the features of each set of images and take the
-#   Fréchet distance between the two (`minimovq.metrics.frechet_distance`, the same as in Lesson 5) — in the
-#   feature space of LPIPS' own VGG trunk: each image's activations at relu1_2, relu2_2 and relu3_3, averaged over
-#   space (like Inception's pooled features in FID), 448 numbers that describe its edges and textures. Lower is
-#   better. It compares statistics of the whole set, so it does not care *which* reconstruction has *which*
-#   texture, only whether the set has the textures the inputs have. It is only comparable within one run (same
-#   trunk, same number of images). Careful: the LPIPS arms were trained against this trunk, image by image — so
-#   compare the two branches that both had it, L1+LPIPS and L1+LPIPS+GAN.
+# - **Fréchet distances**, FID's recipe (Heusel et al. 2017): fit a Gaussian to the features of each set of images
+#   and take the Fréchet distance between the two (`minimovq.metrics.frechet_distance`, as in Lesson 5). Lower is
+#   better. It compares statistics of the whole set, so it does not care *which* reconstruction has *which* texture,
+#   only whether the set has the textures the inputs have. Two feature spaces:
+#   - **FD-patch**: every non-overlapping 4 × 4 patch of every image, as a vector of 48 pixel values. The
+#     covariance of such patches describes local contrast, edges and texture at the scale of a few pixels — the
+#     local statistics a PatchGAN judges, read at the level of the whole set. Blur shrinks it; invented noise
+#     inflates it.
+#   - **FD-VGG**: LPIPS' own VGG trunk, each image's activations at relu1_2, relu2_2 and relu3_3 averaged over
+#     space (like Inception's pooled features in FID): 448 numbers per image. Careful twice: the LPIPS arms were
+#     trained against this trunk, image by image, and offline the trunk is random.
+#
+#   Both are only comparable within one run (same images, same trunk).
 
 # %%
 FD_LAYERS = (0, 1, 2)   # relu1_2, relu2_2, relu3_3 of LPIPS' VGG16
@@ -484,8 +490,13 @@ def vgg_features(images):
         out.append(torch.cat([feats[k].float().mean(dim=(2, 3)) for k in FD_LAYERS], dim=1).cpu())
     return torch.cat(out)
 
+def patches(images, size=4):
+    """(N, 3, H, W) -> (N·(H/size)·(W/size), 3·size²): every non-overlapping size × size patch as a vector."""
+    cols = F.unfold(images.float().cpu(), size, stride=size)               # (N, 3·size², L)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
 x_all = torch.cat([b.to(P.device) for b in test_loader])      # the whole test split
-real_features = vgg_features(x_all)
+real_features, real_patches = vgg_features(x_all), patches(x_all)
 
 @torch.no_grad()
 def reconstruct_all(model):
@@ -496,6 +507,7 @@ def evaluate(model, seconds):
     rec = reconstruct_all(model)
     return {"psnr": scores["psnr"], "ssim": scores["ssim"], "lpips": scores["lpips"],
             "sharpness %": 100 * (high_frequency_energy(rec).mean() / high_frequency_energy(x_all).mean()).item(),
+            "FD-patch": frechet_distance(patches(rec), real_patches),
             "FD-VGG": frechet_distance(vgg_features(rec), real_features), "seconds": seconds}
 
 results = {"L1": evaluate(models["L1"], histories["L1"].seconds)}
@@ -520,12 +532,15 @@ viz.zoom_crops({"input": x_test, **recons}, box=(half // 2, half // 2, half), in
 #   asks for sharp detail may *lower* them: a sharp edge one pixel off costs more MSE than a soft one. A small drop
 #   is the expected price of the GAN, not its failure. LPIPS flatters the two arms that trained on it (and with a
 #   random trunk it is a weaker judge still).
-# - *Per distribution (sharpness, FD-VGG).* This is where the GAN is supposed to pay. If the GAN arm's FD-VGG is
-#   lower than L1+LPIPS's, and its sharpness closer to 100%, then its reconstructions, as a set, carry the edges and
-#   textures the inputs carry — what the discriminator asks for — even where each one agrees less with its own
-#   input. If its FD-VGG is *higher*, look at its sharpness: far above 100% means the discriminator pushed for high
-#   frequencies faster than the decoder could place them (noise, ringing at the borders: look at the crops), the
-#   failure section 7 provokes on purpose.
+# - *Per distribution (sharpness, FD-patch, FD-VGG).* This is where the GAN is supposed to pay. Start with
+#   sharpness: L1+LPIPS below 100% would be the blur of section 1. Then FD-patch, the distance the discriminator's job
+#   maps onto: if the GAN arm's is lower than L1+LPIPS's, its reconstructions, as a set, have local statistics
+#   closer to real images — what the discriminator asks for — even where each one agrees less with its own input.
+#   Sharpness *above* 100% at the same time means it overshoots: it adds more high-frequency energy than the inputs
+#   have, in places the decoder cannot yet get right (look for noise and ringing in the crops). That is the
+#   discriminator's pull arriving faster than the decoder's skill, and it is what longer training and a later
+#   `disc_start` are for (section 7). FD-VGG reads the same question in deeper features; if it disagrees with
+#   FD-patch, remember its two caveats above.
 #
 # Trust the zoomed crops at least as much as any single number. And keep the scale in mind: taming's ImageNet model
 # trains for hundreds of thousands of steps and lets the discriminator in only at step 250,001; here it gets
@@ -564,15 +579,16 @@ for ax in axes:
 #    loss fixed at `disc_weight` = 0.8 instead of λ·0.8 (SBER-MoVQGAN trains with a fixed weight, 0.1, from step 0).
 #    The GAN arm's own λ·`disc_weight` is in the right-hand plot above: compare its size with 0.8.
 #
-# What to look for, against the GAN arm (the recipe) and L1+LPIPS: lower PSNR *and* a higher FD-VGG means the change
+# What to look for, against the GAN arm (the recipe) and L1+LPIPS: lower PSNR *and* a higher FD-patch means the change
 # hurt on both counts; sharpness far above 100% with artifacts in the grid means the discriminator won. If an arm
 # does about as well as the recipe, the safeguard it removed was not needed at this budget — a real outcome: both
 # safeguards insure against failures that grow with the discriminator's strength and the length of training.
 
 # %% [markdown]
-# **Check your understanding, question 1 — predict, then run.** The next cell trains the GAN arm with the
-# discriminator on from step 0, at a fixed weight of 1 and without the adaptive λ. Before running it: will its PSNR
-# be higher or lower than the L1+LPIPS arm's, and what will its reconstructions look like?
+# **Check your understanding, question 1 — predict, then run.** The next cell trains the "D from step 0" arm: the
+# same recipe as the GAN arm (adaptive λ included), except that the discriminator is on from the first step of a
+# model trained from scratch. Before running it: will its PSNR be higher or lower than the L1+LPIPS arm's, and what
+# will its reconstructions look like?
 
 # %%
 m_early, h_early = train_vqgan("D from step 0", gan_loss(disc_start=0), STEPS)                  # from scratch
@@ -674,7 +690,7 @@ print(f"lesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' pr
 
 # %% [markdown]
 # ## Check your understanding
-# 1. *(Predict, then run — before "GAN from step 0" in section 7.)* Higher or lower PSNR than L1+LPIPS, and which
+# 1. *(Predict, then run — before "D from step 0" in section 7.)* Higher or lower PSNR than L1+LPIPS, and which
 #    artifacts?
 # 2. Without BatchNorm, `disc(torch.cat([x, x_hat]))` gives the same loss as two separate passes. Why does taming
 #    (and Exercise 3.5) run $D$ twice?
@@ -685,9 +701,10 @@ print(f"lesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' pr
 # %% [markdown] solution-only
 # **Answers.**
 #
-# 1. Usually lower. At step 0 the reconstructions are noise, the discriminator separates them at once, and a fixed
-#    weight of 1 lets its gradient outweigh the reconstruction: colours drift and invented texture appears. The
-#    delayed start and the adaptive λ exist to prevent exactly this. Compare with the table.
+# 1. Usually lower. At step 0 the reconstructions are noise and the discriminator separates them at once; its
+#    gradient then pulls a model that cannot yet reconstruct towards whatever fools D: colours drift and invented
+#    texture appears. The delayed start exists to prevent this (the adaptive λ, kept here, only bounds the size of
+#    the push). Compare with the table: if this arm does about as well, the safeguard was not needed at this budget.
 # 2. In training mode BatchNorm normalises with the statistics of the batch it sees. On a mixed batch, every
 #    image's features depend on the other kind's statistics, so $D$ can tell real from fake by the batch, not by
 #    the image. Its logits then differ from the ones the generator's pass (fakes only) sees. Two passes keep each
