@@ -80,13 +80,17 @@ def load_or_train_tokenizer():
     if path.is_file():
         try:
             meta = load_checkpoint(path)
-            if meta.get("dataset", DATASET) == DATASET:
+            if meta.get("dataset", DATASET) == DATASET and meta.get("profile", P.name) == P.name:
                 model = MoVQ.from_checkpoint(path).to(P.device).eval()
                 print(f"loaded Lesson 4's MoVQ from {path} (trained on {meta.get('dataset')} at "
                       f"{meta.get('image_size')} px, profile {meta.get('profile')}, {meta.get('steps')} steps)")
                 return model, DATASET, meta.get("image_size", model.ddconfig["resolution"])
-            print(f"Lesson 4's MoVQ ({path}) was trained on {meta.get('dataset')!r}, not DATASET={DATASET!r}: "
-                  f"a tokenizer only knows the images it saw, so this notebook trains one on {DATASET!r}")
+            if meta.get("dataset", DATASET) != DATASET:
+                print(f"Lesson 4's MoVQ ({path}) was trained on {meta.get('dataset')!r}, not DATASET={DATASET!r}: "
+                      f"a tokenizer only knows the images it saw, so this notebook trains one on {DATASET!r}")
+            else:
+                print(f"Lesson 4's MoVQ ({path}) was trained in the {meta.get('profile')!r} profile, not "
+                      f"{P.name!r} (a different budget): this notebook trains one at this profile's budget")
         except (CheckpointError, ValueError, KeyError) as e:
             print(f"could not use {path}: {e}")
     config, size = TOKENIZER
