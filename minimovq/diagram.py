@@ -3,16 +3,8 @@
 :mod:`minimovq.figures` (the public ``draw_*`` functions) and :mod:`minimovq.figures_models` (which modules
 become which boxes) build on it.
 
-Each ``draw_*`` function runs **one** forward pass of the given model on the given input (one sample of it, in
-eval mode, without gradients, leaving the model's mode and the random streams as they were) with a forward hook
-on every submodule, and draws a block diagram whose boxes carry the measured output shapes (B = batch)::
-
-    fig = draw_vqgan(model, x_test)            # VQGAN or MoVQ: encoder, quantizer, decoder (U-shaped)
-    d = architecture(model, x_test)            # the same figure as data: d.stages(), d.z_q_entries(), ...
-
-``draw_vae`` (Lesson 1), ``draw_vqvae`` (2), ``draw_vqgan`` (3 and 4), ``draw_maskgit`` (5); which modules become
-which boxes is in :mod:`minimovq.figures_models`. For a MoVQ, every point where ``z_q`` enters the decoder (each SpatialNorm: ResnetBlock norm1/norm2, the
-attention norm, norm_out) is marked in red.
+``trace_shapes(model, run)`` hooks every submodule and runs ``run()`` once, recording each module's output shapes;
+a :class:`Diagram` is a list of :class:`Stage` boxes (label, measured shape, kind, note) that :func:`render` draws.
 """
 from __future__ import annotations
 

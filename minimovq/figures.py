@@ -8,8 +8,8 @@ on every submodule, and draws a block diagram whose boxes carry the measured out
     d = architecture(model, x_test)            # the same figure as data: d.stages(), d.z_q_entries(), ...
 
 ``draw_vae`` (Lesson 1), ``draw_vqvae`` (2), ``draw_vqgan`` (3 and 4), ``draw_maskgit`` (5); which modules become
-which boxes is in :mod:`minimovq.figures_models`. For a MoVQ, every point where ``z_q`` enters the decoder (each SpatialNorm: ResnetBlock norm1/norm2, the
-attention norm, norm_out) is marked in red.
+which boxes is in :mod:`minimovq.figures_models`. For a MoVQ, every point where ``z_q`` enters the decoder
+(each SpatialNorm: ResnetBlock norm1/norm2, the attention norm, norm_out) is marked in red.
 """
 from __future__ import annotations
 
