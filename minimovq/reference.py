@@ -92,6 +92,51 @@ def _strip_widget_state(nb) -> None:
             out.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
 
 
+def _columns(head: str) -> list[str]:
+    """The column names of a ``format_table`` header: 12-character right-aligned fields after a blank margin."""
+    for n in range(len(head) // 12, 0, -1):
+        margin, fields = head[:len(head) - 12 * n], head[len(head) - 12 * n:]
+        cols = [fields[12 * k:12 * (k + 1)].strip() for k in range(n)]
+        if not margin.strip() and all(cols):
+            return cols
+    return []
+
+
+def tables_from_outputs(nb) -> dict[str, Any]:
+    """The tables a lesson printed with ``minimovq.metrics.format_table`` (a header of 12-character columns, then
+    rows of a name and numbers), read back from an executed notebook: the results of a lesson that recorded none
+    itself. Keys are ``table_1``, ``table_2``, ... in order; a table printed again (a summary) is kept once."""
+    tables, seen = {}, []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            lines = [ln.rstrip() for ln in out.get("text", "").splitlines()]
+            for i, head in enumerate(lines):
+                cols = _columns(head) if head.startswith(" ") else []
+                rows = {}
+                for ln in lines[i + 1:]:
+                    name, cells = ln[:len(ln) - 12 * len(cols)], ln[len(ln) - 12 * len(cols):]
+                    try:
+                        values = [float(cells[12 * k:12 * (k + 1)]) for k in range(len(cols))]
+                    except ValueError:
+                        break
+                    if not cols or not name.strip():
+                        break
+                    rows[name.strip()] = dict(zip(cols, values, strict=True))
+                if rows and rows not in seen:
+                    seen.append(rows)
+                    tables[f"table_{len(tables) + 1}"] = rows
+    return tables
+
+
+def default_headline(results: dict[str, Any]) -> str:
+    """One line for the README from the first table with a ``psnr`` column: its best row."""
+    for table in results.values():
+        if isinstance(table, dict) and table and all(isinstance(r, dict) and "psnr" in r for r in table.values()):
+            name, row = max(table.items(), key=lambda kv: kv[1]["psnr"] or float("-inf"))
+            return f"best PSNR: {name}, {row['psnr']:.2f} dB" + (f", SSIM {row['ssim']:.3f}" if "ssim" in row else "")
+    return ""
+
+
 def run_lesson(lesson: str, profile: str = "cpu", timeout: int = 3600) -> dict[str, Any]:
     """Execute one lesson's solution notebook; write its executed copy; return its results.json entry."""
     import nbformat
@@ -122,6 +167,9 @@ def run_lesson(lesson: str, profile: str = "cpu", timeout: int = 3600) -> dict[s
         seconds = time.perf_counter() - start
         results = json.loads(results_file.read_text()) if results_file.exists() else {}
     _strip_widget_state(nb)
+    if not results:  # a lesson that records nothing: keep the tables it printed
+        results = tables_from_outputs(nb)
+    results.setdefault("headline", default_headline(results))
     dst = out_dir / f"{lesson}.ipynb"
     nbformat.write(nb, dst)
     size = dst.stat().st_size
