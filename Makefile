@@ -17,10 +17,11 @@ PY := $(ENV_DIR)/bin/python
 STAMP := $(ENV_DIR)/.minimovq-installed
 TORCH_CPU ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,1)
 # The CPU index is used only when it answers: behind a mirror or proxy that reaches PyPI alone, pip would retry it
-# for every package (minutes), so an unreachable index falls back to PyPI's default build, and says so.
+# for every package (minutes), so an unreachable index falls back to PyPI's default build, and says so. Recursive
+# (=) variables: the probe runs only when the setup recipe needs it, not on every make command.
 TORCH_INDEX := https://download.pytorch.org/whl/cpu
-TORCH_INDEX_UP := $(if $(filter 1,$(TORCH_CPU)),$(shell $(PYTHON) -c "import socket; socket.create_connection(('download.pytorch.org', 443), 3)" 2>/dev/null && echo 1),)
-PIP_EXTRA := $(if $(TORCH_INDEX_UP),--extra-index-url $(TORCH_INDEX),)
+TORCH_INDEX_UP = $(if $(filter 1,$(TORCH_CPU)),$(shell $(PYTHON) -c "import socket; socket.create_connection(('download.pytorch.org', 443), 3)" 2>/dev/null && echo 1),)
+PIP_EXTRA = $(if $(TORCH_INDEX_UP),--extra-index-url $(TORCH_INDEX),)
 WORK ?= work
 JOBS ?= 2
 # Jupyter refuses to start as root (common in containers) unless told it may.

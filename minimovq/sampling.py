@@ -121,8 +121,6 @@ def sample(model, batch_size, steps=8, temperature=4.5, labels=None, tokens=None
     check_sampling_args(batch_size=batch_size, steps=steps, temperature=temperature, guidance=guidance)
     if model.causal:
         raise ValueError("sample() decodes a bidirectional MaskGIT; use sample_autoregressive for causal=True.")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}; MaskGIT uses 8 to 12.")
     device = device or next(model.parameters()).device
     N, G = model.num_positions, model.groups
     if tokens is None:
