@@ -6,4 +6,4 @@ Import the submodules you need; importing the package has no side effects::
     from minimovq.train import Trainer
     from minimovq.profiles import get_profile
 """
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -137,6 +137,19 @@ def default_headline(results: dict[str, Any]) -> str:
     return ""
 
 
+def _fresh_checkpoint_dir(path: Path) -> Path:
+    """An empty checkpoint folder for one reference run, so that every model trains from scratch (a cached run
+    checkpoint would make the recorded time, and possibly the results, those of an earlier run). Downloaded
+    pretrained weights (``*.ckpt``, ``*.pth``) are linked in, so lessons that compare with them still can."""
+    from .checkpoint import checkpoint_dir
+
+    path.mkdir(parents=True, exist_ok=True)
+    for f in checkpoint_dir().iterdir():
+        if f.suffix in (".ckpt", ".pth") and f.is_file():
+            (path / f.name).symlink_to(f.resolve())
+    return path
+
+
 def run_lesson(lesson: str, profile: str = "cpu", timeout: int = 3600) -> dict[str, Any]:
     """Execute one lesson's solution notebook; write its executed copy; return its results.json entry."""
     import nbformat
@@ -152,8 +165,10 @@ def run_lesson(lesson: str, profile: str = "cpu", timeout: int = 3600) -> dict[s
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         results_file = Path(tmp) / "results.json"
-        env_backup = {k: os.environ.get(k) for k in (ENV, "MINIMOVQ_PROFILE", "MPLBACKEND")}
-        os.environ.update({ENV: str(results_file), "MINIMOVQ_PROFILE": profile, "MPLBACKEND": "module://matplotlib_inline.backend_inline"})
+        ckpts = _fresh_checkpoint_dir(Path(tmp) / "checkpoints")
+        env_backup = {k: os.environ.get(k) for k in (ENV, "MINIMOVQ_PROFILE", "MPLBACKEND", "MINIMOVQ_CKPT_DIR")}
+        os.environ.update({ENV: str(results_file), "MINIMOVQ_PROFILE": profile, "MINIMOVQ_CKPT_DIR": str(ckpts),
+                           "MPLBACKEND": "module://matplotlib_inline.backend_inline"})
         start = time.perf_counter()
         try:
             NotebookClient(nb, timeout=timeout, kernel_name="python3",

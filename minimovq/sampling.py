@@ -97,16 +97,17 @@ def _as_grid(model, flat):
 
 
 @torch.no_grad()
-def sample(model, batch_size, steps=8, temperature=4.5, labels=None, tokens=None, return_history=False,
-           generator=None, device=None, guidance=0.0):
+def sample(model, batch_size, steps=8, choice_temperature=4.5, labels=None, tokens=None, return_history=False,
+           generator=None, device=None, guidance=0.0, *, temperature=None):
     """MaskGIT iterative decoding (facts §8).
 
     Args:
         model: a bidirectional ``MaskGIT`` (causal=False).
         batch_size: B.
         steps: T, the number of forward passes (8–12 in the paper).
-        temperature: τ, the scale of the Gumbel noise added to the confidence; it anneals linearly,
-            τ·(1 − (t+1)/T), to 0 at the last step.
+        choice_temperature: τ, the scale of the Gumbel noise added to the *confidence* used to choose which
+            tokens stay (not a softmax temperature: the logits are never scaled); it anneals linearly,
+            τ·(1 − (t+1)/T), to 0 at the last step. The official code's name and value (4.5).
         labels: class ids (B,) or one int for a class-conditional model.
         tokens: optional (B, h, w[, G]) start grid with ``model.mask_id`` at the positions to fill
             (inpainting); default all masked.
@@ -115,10 +116,14 @@ def sample(model, batch_size, steps=8, temperature=4.5, labels=None, tokens=None
         generator: a torch.Generator on ``device`` for reproducible samples.
         guidance: w, the classifier-free guidance scale (0: none; needs labels and a model trained
             with label dropout). Each step then runs one forward pass on a doubled batch.
+        temperature: the old name of ``choice_temperature`` (minimovq < 0.3); passing it raises a TypeError.
 
     Returns tokens (B, h, w) or (B, h, w, G), and the history when asked.
     """
-    check_sampling_args(batch_size=batch_size, steps=steps, temperature=temperature, guidance=guidance)
+    if temperature is not None:
+        raise TypeError("sample(temperature=...) is now sample(choice_temperature=...): it scales the Gumbel noise on "
+                        "the confidence, not the logits (sample_autoregressive keeps a true `temperature`)")
+    check_sampling_args(batch_size=batch_size, steps=steps, choice_temperature=choice_temperature, guidance=guidance)
     if model.causal:
         raise ValueError("sample() decodes a bidirectional MaskGIT; use sample_autoregressive for causal=True.")
     device = device or next(model.parameters()).device
@@ -146,7 +151,7 @@ def sample(model, batch_size, steps=8, temperature=4.5, labels=None, tokens=None
         last = t == steps - 1
         noise = torch.zeros(drawn.shape[:2], device=device) if last else gumbel_noise(drawn.shape[:2], generator, device)
         prediction = torch.where(unknown[..., None], drawn, cur)
-        cur = decode_step(cur, logits, drawn, noise, model.mask_id, t, steps, n_start, choice_temperature=temperature)
+        cur = decode_step(cur, logits, drawn, noise, model.mask_id, t, steps, n_start, choice_temperature=choice_temperature)
         unknown = (cur == model.mask_id).any(-1)
         if return_history:
             history["tokens"].append(cur.clone())

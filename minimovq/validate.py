@@ -137,7 +137,8 @@ def _count(value, what: str, fix: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_sampling_args(*, batch_size=None, temperature=None, guidance=None, top_k=None, steps=None) -> None:
+def check_sampling_args(*, batch_size=None, temperature=None, guidance=None, top_k=None, steps=None,
+                        choice_temperature=None) -> None:
     """Raise ``ValueError`` for sampler arguments that would silently give wrong samples (a negative
     temperature picks the *least* likely tokens, NaN picks arbitrary ones). Arguments left at None are not
     checked, except ``top_k``, where None means "no cut"."""
@@ -148,6 +149,11 @@ def check_sampling_args(*, batch_size=None, temperature=None, guidance=None, top
         if t < 0:
             raise ValueError(f"temperature must be >= 0, got {t}: a negative temperature inverts the distribution "
                              "and picks the least likely tokens; use 0 (greedy) up to ~1-5")
+    if choice_temperature is not None:
+        t = _number(choice_temperature, "choice_temperature", "MaskGIT's official value is 4.5; 0 ranks by confidence alone")
+        if t < 0:
+            raise ValueError(f"choice_temperature must be >= 0, got {t}: it scales the Gumbel noise added to the "
+                             "confidence, and a negative scale keeps the least confident tokens; use 0 up to ~4.5")
     if guidance is not None:
         w = _number(guidance, "guidance", "use 0 for no guidance, 1-5 for classifier-free guidance")
         if w < 0:

@@ -329,6 +329,9 @@ def test_samplers_refuse_bad_arguments(kwargs, match, causal):
     model = _prior(causal=causal)
     args = {"batch_size": 2, **kwargs}
     fn = sample_autoregressive if causal else sample
+    if not causal and "temperature" in args:  # MaskGIT's τ is choice_temperature (noise on the confidence)
+        args["choice_temperature"] = args.pop("temperature")
+        match = match.replace("temperature", "choice_temperature").replace("least likely", "least confident")
     with pytest.raises(ValueError, match=match):
         fn(model, **args)
 
@@ -337,6 +340,8 @@ def test_samplers_refuse_bad_arguments(kwargs, match, causal):
     ({"top_k": 0}, "top_k must be an int >= 1, got 0"), ({"top_k": 2.5}, "top_k must be an int"),
     ({"steps": 0}, "steps must be an int >= 1, got 0"), ({"steps": 2.0}, "steps must be an int"),
     ({"temperature": "hot"}, "temperature must be a number"),
+    ({"choice_temperature": -4.5}, "choice_temperature must be >= 0, got -4.5.*least confident"),
+    ({"choice_temperature": float("nan")}, "choice_temperature must be finite"),
 ])
 def test_check_sampling_args(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -345,7 +350,7 @@ def test_check_sampling_args(kwargs, match):
 
 
 def test_valid_sampler_calls_still_work():
-    assert sample(_prior(), 2, steps=2, temperature=0.0).shape == (2, *GRID)
+    assert sample(_prior(), 2, steps=2, choice_temperature=0.0).shape == (2, *GRID)
     out = sample_autoregressive(_prior(causal=True), 2, temperature=0.0, top_k=1)
     assert out.shape == (2, *GRID) and out.max() < K
 
@@ -391,3 +396,11 @@ def test_models_refuse_bad_batches():
     with torch.no_grad():
         x_hat, vq_loss, _ = model(x)
     assert x_hat.shape == x.shape and math.isfinite(float(vq_loss))
+
+
+def test_sample_temperature_was_renamed():
+    """MaskGIT's τ scales the noise on the confidence, not the logits: the old name gets an error naming the new."""
+    with pytest.raises(TypeError, match="choice_temperature"):
+        sample(_prior(), 2, steps=2, temperature=4.5)
+    with pytest.raises(ValueError, match="choice_temperature must be >= 0"):
+        sample(_prior(), 2, steps=2, choice_temperature=-1.0)

@@ -88,7 +88,9 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", default=None, help="default: the tokenizer recorded in the token file")
     p.add_argument("--num-samples", type=int, default=16, help="images in the grid")
     p.add_argument("--steps", type=int, default=8, help="MaskGIT decoding steps")
-    p.add_argument("--temperature", type=float, default=None, help="default 4.5 (maskgit), 1.0 (ar)")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of an autoregressive prior")
+    p.add_argument("--choice-temperature", type=float, default=4.5,
+                   help="MaskGIT: scale of the Gumbel noise on the confidence (the official code's 4.5)")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale")
     p.add_argument("--label", type=int, default=None, help="the class (class-conditional priors)")
     p.add_argument("--seed", type=int, default=0)
@@ -111,10 +113,10 @@ def sample(args: argparse.Namespace) -> None:
         gen = torch.Generator(rt.device).manual_seed(args.seed)
         labels = args.label if prior.num_classes is not None else None
         if prior.causal:
-            tokens = sample_autoregressive(prior, args.num_samples, temperature=args.temperature or 1.0, labels=labels,
+            tokens = sample_autoregressive(prior, args.num_samples, temperature=args.temperature, labels=labels,
                                            generator=gen, guidance=args.guidance)
         else:
-            tokens = maskgit_sample(prior, args.num_samples, steps=args.steps, temperature=args.temperature or 4.5,
+            tokens = maskgit_sample(prior, args.num_samples, steps=args.steps, choice_temperature=args.choice_temperature,
                                     labels=labels, generator=gen, guidance=args.guidance)
         with torch.no_grad():
             images = net.decode_indices(tokens)

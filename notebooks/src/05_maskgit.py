@@ -371,7 +371,7 @@ axes[1, 0].set_title(f"after step 1: {n_kept} of {N_POS} fixed (dark), orange = 
 # (`"prediction"`): decode those to *see* the image form.
 
 # %%
-out, hist = sample(maskgit, 4, steps=T, temperature=4.5, labels=labels4, return_history=True, generator=gen)
+out, hist = sample(maskgit, 4, steps=T, choice_temperature=4.5, labels=labels4, return_history=True, generator=gen)
 preds = decode(hist["prediction"].flatten(0, 1)).reshape(T, 4, 3, IMAGE_SIZE, IMAGE_SIZE)
 still = (hist["tokens"] == maskgit.mask_id).reshape(T, 4, N_POS, G).all(-1)         # (T, 4, N)
 fig, axes = plt.subplots(3, T, figsize=(1.4 * T, 4.6))
