@@ -37,6 +37,7 @@ from minimovq.lfq import LFQ, entropy_terms
 from minimovq.lpips import LPIPS
 from minimovq.metrics import evaluate_reconstruction, format_table
 from minimovq.quantize import CodebookUsage, EMAVectorQuantizer, VectorQuantizer, kmeans, nearest_codes
+from minimovq.reference import record   # keeps this lesson's headline tables under `make reference`
 from minimovq.rvq import ResidualVQ
 from minimovq.train import Trainer, count_parameters
 from minimovq.vqvae import VQVAE
@@ -518,11 +519,11 @@ for name in ("VQ", "FSQ (8, 8, 8)"):
 
 # %%
 print(f"profile {P.name}, {DATASET} at {IMAGE_SIZE} px, 9 bits per position, {STEPS} steps per model")
-print(format_table(results))
+print(format_table(record("quantizers", results)))
 print("\nrate against distortion")
-print(format_table(rd, keys=["bits", "psnr", "ssim"]))
+print(format_table(record("rate_distortion", rd), keys=["bits", "psnr", "ssim"]))
 print("\nstraight-through against the rotation trick")
-print(format_table(rotation))
+print(format_table(record("rotation_trick", rotation)))
 print(f"\nlesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' profile")
 
 # %%
