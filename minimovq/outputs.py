@@ -26,7 +26,8 @@ class QuantizerOutput(NamedTuple):
 
     z_q: (B, D, h, w) the quantized latent, with straight-through (or rotation-trick) gradients to z.
     vq_loss: () the quantizer's own loss (codebook + β·commitment, commitment only for EMA, 0 for FSQ).
-    indices: (B, h, w) long, or (B, h, w, G) with G codes per position.
+    indices: (B, h, w) long, or (B, h, w, G) with G codes per position; None for a continuous bottleneck
+        (``minimovq.vae.GaussianBottleneck``, whose loss slot holds its KL).
     """
 
     z_q: torch.Tensor

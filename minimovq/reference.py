@@ -18,6 +18,9 @@ table, so notebooks run the same everywhere::
     record("ablation", {"vqgan": {"psnr": 17.8, "ssim": 0.46}, ...})
     record("headline", f"EMA + restarts: PSNR {psnr:.1f} dB")   # one line for the README's lesson map
 
+When only a lesson's text changed, ``--sync-text`` copies its markdown into the executed copy (refused when any
+code differs: that needs a real run).
+
 After a run, the README's reference block (between ``<!-- reference:begin -->`` and ``<!-- reference:end -->``)
 is rewritten from results.json: a link to each executed copy and its headline (``--readme`` does only that).
 """
@@ -39,7 +42,7 @@ REFERENCE = ROOT / "docs" / "reference"
 ENV = "MINIMOVQ_RESULTS"  # the JSON file a notebook run records into (set by the runner)
 MAX_BYTES = 2_000_000  # an executed copy should stay readable on GitHub
 
-__all__ = ["record", "run_lesson", "reference_dir", "readme_block", "update_readme", "main"]
+__all__ = ["record", "run_lesson", "reference_dir", "readme_block", "update_readme", "sync_text", "main"]
 
 
 def _plain(value: Any) -> Any:
@@ -195,6 +198,31 @@ def run_lesson(lesson: str, profile: str = "cpu", timeout: int = 3600) -> dict[s
             "seconds": round(seconds, 1), "results": results}
 
 
+def sync_text(lesson: str, profile: str = "cpu") -> bool:
+    """Copy a lesson's markdown into its executed copy when only the text changed; True if anything changed.
+
+    The outputs stay those of the real run: this is allowed only when the copy and the solution notebook have the
+    same cells in the same order with identical code. Otherwise raise ``ValueError``: the lesson must be re-run."""
+    import nbformat
+
+    src, dst = _solutions()[lesson], reference_dir(profile) / f"{lesson}.ipynb"
+    if not dst.exists():
+        raise ValueError(f"no reference copy {dst}: run `make reference LESSONS={lesson}`")
+    new, old = nbformat.read(src, as_version=4), nbformat.read(dst, as_version=4)
+    same = len(new.cells) == len(old.cells) and all(
+        a.cell_type == b.cell_type and (a.cell_type != "code" or a.source == b.source)
+        for a, b in zip(new.cells, old.cells, strict=True))
+    if not same:
+        raise ValueError(f"{dst}'s cells or code differ from {src}: re-run `make reference LESSONS={lesson}`")
+    changed = False
+    for a, b in zip(new.cells, old.cells, strict=True):
+        if a.cell_type != "code" and a.source != b.source:
+            b.source, changed = a.source, True
+    if changed:
+        nbformat.write(old, dst)
+    return changed
+
+
 README = ROOT / "README.md"
 BEGIN, END = "<!-- reference:begin -->", "<!-- reference:end -->"
 
@@ -230,9 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="cpu", choices=("quick", "cpu", "gpu"))
     p.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     p.add_argument("--readme", action="store_true", help="only rewrite the README's block from results.json")
+    p.add_argument("--sync-text", action="store_true",
+                   help="copy the lessons' changed markdown into their executed copies (code unchanged; no re-run)")
     a = p.parse_args(argv)
     if a.readme:
         return 0 if update_readme(a.profile) else 1
+    if a.sync_text:
+        for lesson in a.lessons or [k for k in _solutions() if (reference_dir(a.profile) / f"{k}.ipynb").exists()]:
+            print(f"{lesson}: {'text updated' if sync_text(lesson, a.profile) else 'up to date'}")
+        return 0
     lessons = a.lessons or list(_solutions())
     index = reference_dir(a.profile) / "results.json"
     index.parent.mkdir(parents=True, exist_ok=True)

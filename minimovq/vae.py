@@ -9,6 +9,7 @@ loss we minimise per image is ``Σ_pixels (x̂ − x)² + β·KL`` (β = 1 is th
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .outputs import QuantizerOutput
 from .validate import check_images
 
 
@@ -118,3 +120,50 @@ def vae_loss(model: VAE, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.
     rec = (x_hat - x).pow(2).flatten(1).sum(1).mean()
     kl = kl_divergence(mu, logvar).mean()
     return {"loss": rec + beta * kl, "rec": rec, "kl": kl, "mse": F.mse_loss(x_hat.detach(), x)}
+
+
+class GaussianBottleneck(nn.Module):
+    """A continuous drop-in for a quantizer: the VAE's Gaussian posterior at every latent position.
+
+    z_e (B, D, h, w) -> a 1×1 conv to (μ, log σ²), each (B, D, h, w) -> z = μ + σ·ε in training, z = μ in eval
+    (the usual deterministic reconstruction). Returns ``QuantizerOutput(z_q=z, vq_loss=KL, indices=None)``, where
+    the loss slot holds the *rate* KL(q(z|x) ‖ N(0, I)) in nats per image, averaged over the batch, **unweighted**:
+    weigh it with β yourself (Lesson 2 sets β by dual ascent so that the KL meets a target rate). There are no
+    indices: the code is continuous. With it, ``VQVAE(quantizer=GaussianBottleneck(D))`` is a VAE with the
+    VQ-VAE's encoder and decoder, which compares the two latents at equal architecture.
+    """
+
+    def __init__(self, embed_dim: int):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.to_stats = nn.Conv2d(embed_dim, 2 * embed_dim, 1)
+
+    def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
+        mu, logvar = self.to_stats(z_e).chunk(2, dim=1)
+        logvar = logvar.clamp(-30.0, 20.0)
+        z = reparameterize(mu, logvar) if self.training else mu
+        return QuantizerOutput(z, kl_divergence(mu.float(), logvar.float()).mean(), None)
+
+
+class RateController:
+    """Dual ascent on β so that the average rate meets a target (the constrained-VAE view of the β-VAE;
+    Rezende & Viola 2018, "Taming VAEs"): after each step, log β ← log β + lr · (KL / target − 1).
+
+    Too many nats raise β (the KL costs more), too few lower it. ``beta`` is the current value."""
+
+    def __init__(self, target_nats: float, beta: float = 1.0, lr: float = 0.02, min_beta: float = 1e-6,
+                 max_beta: float = 1e3):
+        if target_nats <= 0:
+            raise ValueError(f"target_nats must be > 0, got {target_nats}")
+        self.target, self.lr, self.bounds = float(target_nats), float(lr), (min_beta, max_beta)
+        self.beta = float(beta)
+
+    def update(self, kl_nats: float) -> float:
+        """Move β after a step whose mean KL was ``kl_nats``; return the new β."""
+        kl_nats = float(kl_nats)
+        if not math.isfinite(kl_nats):  # a diverged step says nothing about the rate: keep β (the loss shows it)
+            return self.beta
+        log_beta = math.log(self.beta) + self.lr * (kl_nats / self.target - 1.0)
+        lo, hi = (math.log(b) for b in self.bounds)
+        self.beta = math.exp(min(max(log_beta, lo), hi))
+        return self.beta

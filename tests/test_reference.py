@@ -25,6 +25,9 @@ def test_reference_copy_runs_the_current_lesson(lesson):
         pytest.skip(f"no reference run of {lesson} yet: `make reference LESSONS={lesson}` and commit it")
     assert _code(copy) == _code(LESSONS[lesson]), (
         f"{copy}'s code differs from {LESSONS[lesson]}: re-run `make reference LESSONS={lesson}` and commit it")
+    text = [c.source for c in nbformat.read(copy, as_version=4).cells if c.cell_type != "code"]
+    assert text == [c.source for c in nbformat.read(LESSONS[lesson], as_version=4).cells if c.cell_type != "code"], (
+        f"{copy}'s text differs from the lesson: `python -m minimovq.reference --sync-text {lesson}` and commit it")
     assert copy.stat().st_size <= 2.5e6, f"{copy} is {copy.stat().st_size / 1e6:.1f} MB: show smaller images"
 
 
@@ -63,3 +66,23 @@ def test_readme_shows_the_reference_results():
     assert reference.readme_block(data) in readme, "run `python -m minimovq.reference --readme`"
     for lesson in data:
         assert f"docs/reference/{lesson}.ipynb" in readme
+
+
+def test_sync_text_copies_markdown_and_refuses_changed_code(tmp_path, monkeypatch):
+    lesson = "01_vae"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("new text"), nbformat.v4.new_code_cell("x = 1")])
+    src, out = tmp_path / "src.ipynb", tmp_path / "ref"
+    nbformat.write(nb, src)
+    out.mkdir()
+    ran = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("old text"), nbformat.v4.new_code_cell("x = 1")])
+    ran.cells[1].outputs = [nbformat.v4.new_output("stream", text="a real output")]
+    nbformat.write(ran, out / f"{lesson}.ipynb")
+    monkeypatch.setattr(reference, "_solutions", lambda: {lesson: src})
+    monkeypatch.setattr(reference, "reference_dir", lambda profile="cpu": out)
+    assert reference.sync_text(lesson) and not reference.sync_text(lesson)
+    synced = nbformat.read(out / f"{lesson}.ipynb", as_version=4)
+    assert synced.cells[0].source == "new text" and synced.cells[1].outputs[0].text == "a real output"
+    nb.cells[1].source = "x = 2"
+    nbformat.write(nb, src)
+    with pytest.raises(ValueError, match="re-run"):
+        reference.sync_text(lesson)

@@ -99,3 +99,42 @@ def test_check_references_are_the_package_functions():
     assert checks.reparameterize.reference is vae.reparameterize
     assert checks.kl_divergence.reference is vae.kl_divergence
     assert checks.elbo_loss.reference is vae.elbo_loss
+
+
+def test_gaussian_bottleneck_is_a_vae_inside_the_vqvae():
+    """Training samples z = μ + σε and returns the KL in nats per image; eval decodes μ; no indices."""
+    import math
+
+    from minimovq.vae import GaussianBottleneck, kl_divergence
+    from minimovq.vqvae import VQVAE
+
+    torch.manual_seed(0)
+    q = GaussianBottleneck(8)
+    z_e = torch.randn(4, 8, 3, 3, requires_grad=True)
+    z, kl, indices = q(z_e)
+    mu, logvar = q.to_stats(z_e).chunk(2, dim=1)
+    assert z.shape == z_e.shape and indices is None
+    assert torch.allclose(kl, kl_divergence(mu, logvar).mean())
+    assert not torch.allclose(z, mu)                                   # a sample in training
+    kl.backward()
+    assert z_e.grad.abs().sum() > 0                                    # the rate trains the encoder
+    q.eval()
+    assert torch.equal(q(z_e)[0], mu)                                  # the mean in eval
+    model = VQVAE(hidden=16, res_hidden=8, num_res_layers=1, embed_dim=8, quantizer=GaussianBottleneck(8)).eval()
+    out = model(torch.rand(2, 3, 16, 16) * 2 - 1)
+    assert out.x_hat.shape == (2, 3, 16, 16) and math.isfinite(out.vq_loss.item())
+
+
+def test_rate_controller_moves_beta_towards_the_target():
+    from minimovq.vae import RateController
+
+    c = RateController(target_nats=100.0, beta=1.0, lr=0.1)
+    assert c.update(200.0) > 1.0                                       # too many nats: the KL must cost more
+    b = c.beta
+    assert c.update(50.0) < b                                          # too few nats: the KL costs less
+    b = c.beta
+    assert c.update(100.0) == pytest.approx(b)                         # on target: unchanged
+    assert RateController(1.0, beta=1.0, lr=100.0, max_beta=5.0).update(1e6) == pytest.approx(5.0)
+    assert RateController(1.0, beta=2.0).update(float("nan")) == 2.0   # a diverged step leaves β alone
+    with pytest.raises(ValueError, match="target_nats"):
+        RateController(0.0)

@@ -24,8 +24,8 @@
 
 # %% [markdown]
 # ## 0. Configuration
-# Every size below comes from the profile: `quick` (a CI smoke test, about a minute), `cpu` (a laptop, about ten
-# minutes) or `gpu` (a Colab T4, about twenty). Change `DATASET` to `"mnist"` or `"cifar10"` to train on a real
+# Every size below comes from the profile: `quick` (a CI smoke test), `cpu` (a laptop) or `gpu` (a Colab T4); the
+# README lists each lesson's measured time per profile. Change `DATASET` to `"mnist"` or `"cifar10"` to train on a real
 # dataset (downloaded once into `data/cache/`).
 
 # %%
@@ -394,8 +394,9 @@ print(f"lesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' pr
 #    $\partial z/\partial\log\sigma^2 = \tfrac12\sigma\varepsilon$. Check 1.1 computes these two gradients and
 #    compares them with the reference.
 # 3. β/32. A mean over 32 dimensions is the sum divided by 32, so the KL weighs 32 times less against the
-#    reconstruction, which is summed over every pixel. The model then behaves like a plain autoencoder: sharper
-#    reconstructions, and worse samples.
+#    reconstruction, which is summed over every pixel. The model moves towards the plain-autoencoder end of the
+#    rate–distortion curve: more rate, lower distortion, and samples from $\mathcal N(0, I)$ that need no longer
+#    look like data. Section 7's β sweep shows how far along that curve each β sits in your run.
 # 4. The tensor is built from Python floats, so it has no graph. The KL term adds to the printed loss but gives no
 #    gradient, so the encoder is trained by the reconstruction alone and the KL keeps growing. Checks 1.2 and 1.3
 #    reject such a loss ("carries no gradient").

@@ -10,7 +10,8 @@
 # 2. push gradients through a non-differentiable `argmin` with the **straight-through estimator**,
 # 3. write the **codebook and commitment losses** (and meet the β swap hidden in the official code),
 # 4. learn the codebook as **online k-means** with exponential moving averages (EMA),
-# 5. train loss-based and EMA VQ-VAEs side by side, measure codebook usage and perplexity,
+# 5. train loss-based and EMA VQ-VAEs side by side, measure codebook usage and perplexity, and race them against
+#    the same model with a continuous (VAE) code at the same rate,
 # 6. watch a large codebook **collapse**, and fix it with dead-code restarts and l2-normalised codes,
 # 7. edit an image one token at a time, and sample from a first, naive prior over tokens.
 #
@@ -28,8 +29,8 @@
 
 # %% [markdown]
 # ## 0. Configuration
-# Sizes come from the profile: `quick` (a CI smoke test), `cpu` (a laptop, about ten minutes) or `gpu` (a Colab
-# T4). The `gpu` profile trains Sonnet's CIFAR-10 VQ-VAE (hidden 128, K = 512, D = 64, batch 32, 10k steps) —
+# Sizes come from the profile: `quick` (a CI smoke test), `cpu` (a laptop) or `gpu` (a Colab T4); the README lists
+# each lesson's measured time per profile. The `gpu` profile trains Sonnet's CIFAR-10 VQ-VAE (hidden 128, K = 512, D = 64, batch 32, 10k steps) —
 # set `DATASET = "cifar10"` (downloaded once into `data/cache/`) to compare with its published numbers.
 
 # %%
@@ -87,10 +88,10 @@ viz.show_grid(x_test, nrow=8, title=f"{DATASET}: test images");
 #   prior. In a VQ-VAE the KL is the constant $\log K$ whatever the encoder outputs, so ignoring the code saves
 #   nothing: nothing rewards it, and the decoder keeps reading its codes. The VQ-VAE paper names this as a
 #   motivation.
-# - **What discreteness does not do by itself: sharpen.** The decoder still trains on a pixel loss (MSE), and a pixel
+# - **What discreteness may not do by itself: sharpen.** The decoder still trains on a pixel loss (MSE), and a pixel
 #   loss is minimised by the average of the images the decoder cannot tell apart — a blur (Lesson 3, section 1).
-#   This lesson prints Lesson 1's *sharpness* measure for its models; Lesson 1 used other data and another rate, so
-#   compare the two only loosely. Lesson 3 compares losses on one model at equal budget.
+#   Section 6 tests it directly: the same model with a continuous Gaussian code at the same rate, scored with
+#   Lesson 1's *sharpness* measure. Lesson 3 then compares losses on one model at equal budget.
 #
 # The model: an encoder gives $z_e(x) \in \mathbb R^{D \times h \times w}$; each of its $h\cdot w$ vectors is replaced
 # by its nearest code $e_k$ from a codebook $\{e_1,\dots,e_K\} \subset \mathbb R^D$; the decoder rebuilds $\hat x$
@@ -391,9 +392,88 @@ viz.compare_grid({"input": x_test, **recons}, n=8);
 # split.
 #
 # Do not be surprised if the two textbook quantizers use only a small part of their codebook: the codes start in a
-# tiny ball around the origin (uniform in ±1/K, as in the official code), and a code that never wins a vector never
+# tiny ball around the origin (uniform in ±1/K, taming-transformers' initialisation, minimovq's default), and a code that never wins a vector never
 # moves — it gets no gradient (loss-based) and no statistics (EMA). Restarts re-seed such codes where the data is;
 # section 7 looks at this closely.
+
+# %% [markdown]
+# ### The same model with a continuous code, at the same rate
+# Does the *discreteness* change the reconstructions? Test it with everything else fixed: the same encoder,
+# decoder, data, seed and steps, with the quantizer replaced by a Gaussian posterior at every position,
+# $q(z\mid x) = \mathcal N(\mu(x), \operatorname{diag}\sigma^2(x))$ (`minimovq.vae.GaussianBottleneck`, Lesson 1's
+# reparameterization on a grid). That is a VAE with the VQ-VAE's architecture.
+#
+# **Equal rate.** Section 1 showed that the VQ-VAE's KL is $\log K$ per position: $h w \log_2 K$ bits per image, the
+# most its tokens can carry. A VAE's rate is its KL, which β sets (Lesson 1). Rather than guess β, let training
+# find it: after every step, $\log\beta \leftarrow \log\beta + \eta\,(\mathrm{KL}/\text{target} - 1)$, which raises
+# β while the code carries too many nats and lowers it while it carries too few — dual ascent on the constraint
+# $\mathrm{KL} = \text{target}$ (the constrained view of the β-VAE, Rezende & Viola 2018, "Taming VAEs";
+# `minimovq.vae.RateController`). The loss per value is Lesson 1's, $\text{MSE} + \beta\,\mathrm{KL}/(3HW)$.
+#
+# Two rates for the VQ-VAE: the **nominal** $h w \log_2 K$ that its ELBO charges, and the rate it **uses**,
+# $h w \log_2(\text{perplexity})$: the bits per image of its tokens under their own frequencies (a unigram code).
+#
+# **How to read it.** If the VAE at equal rate is as sharp as the VQ-VAE (compare `sharpness %` and PSNR), then
+# discreteness is not what decides sharpness at this rate; the loss is (Lesson 3). If the VQ-VAE keeps clearly more
+# detail, discreteness helps here. Either way, what discreteness surely buys is the token grid itself: a prior can
+# model it like text (section 9, Lesson 5), while the VAE's continuous code needs a continuous prior.
+
+# %%
+import math
+from minimovq.vae import GaussianBottleneck, RateController
+
+GRID = IMAGE_SIZE // 4                                    # the latent grid is GRID × GRID positions
+target_bits = GRID * GRID * math.log2(N_EMBED)             # the VQ-VAE's nominal rate, bits per image
+n_values = 3 * IMAGE_SIZE ** 2                             # values per image: the loss is per value
+vae = make_vqvae(GaussianBottleneck(EMBED_DIM))
+controller = RateController(target_nats=target_bits * math.log(2), beta=0.1, lr=0.02)
+vae_opt = torch.optim.Adam(vae.parameters(), lr=LR)
+vae_trainer = Trainer(vae, {"loss": vae_opt}, device=P.device, amp=P.amp, grad_clip=None)
+
+
+def vae_step(x, step):
+    with vae_trainer.autocast():
+        x_hat, kl, _ = vae(x)                              # kl: nats per image (the bottleneck's loss slot)
+    rec = F.mse_loss(x_hat.float(), x)
+    beta = controller.beta
+    controller.update(kl.item())                           # the next step's β
+    return {"loss": rec + beta * kl / n_values, "nmse": rec / DATA_VAR, "kl bits": kl / math.log(2), "beta": beta}
+
+
+vae_history = vae_trainer.fit(train_loader, vae_step, steps=STEPS, desc="VAE at equal rate")
+
+
+@torch.no_grad()
+def evaluate_vae(model):
+    model.eval()
+    scores = evaluate_reconstruction(lambda x: model(x).x_hat, test_loader, device=P.device)
+    xs = torch.cat([b.to(P.device) for b in test_loader])
+    outs = [model(b) for b in xs.split(256)]
+    x_hat = torch.cat([o.x_hat.float().clamp(-1, 1) for o in outs])
+    kl_nats = sum(o.vq_loss.item() * len(o.x_hat) for o in outs) / len(xs)   # mean KL per test image
+    kl_bits = kl_nats / math.log(2)
+    kept = (high_frequency_energy(x_hat).mean() / high_frequency_energy(xs).mean()).item()
+    return {"bits (rate)": kl_bits, "bits (used)": kl_bits, "nmse": scores["mse"] / DATA_VAR, "psnr": scores["psnr"],
+            "ssim": scores["ssim"], "sharpness %": 100 * kept}
+
+
+vq_row = results["EMA + restarts"]
+matched = {"VQ-VAE (EMA + restarts)": {"bits (rate)": target_bits,
+                                       "bits (used)": GRID * GRID * math.log2(vq_row["perplexity"]),
+                                       **{k: vq_row[k] for k in ("nmse", "psnr", "ssim", "sharpness %")}},
+           "VAE, same model, equal rate": evaluate_vae(vae)}
+print(f"target {target_bits:.0f} bits per image; β ended at {controller.beta:.3g}")
+print(format_table(record("equal_rate", matched)))
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.3))
+viz.plot_history({"VAE KL": vae_history["kl bits"]}, smooth=max(1, STEPS // 50), ax=axes[0],
+                 title="the VAE's rate (bits per image) during training")
+axes[0].axhline(target_bits, c="0.5", ls=":", label="target: the VQ-VAE's nominal rate"); axes[0].legend()
+viz.plot_history({"β": vae_history["beta"]}, ax=axes[1], logy=True, title="β, set by dual ascent")
+with torch.no_grad():
+    vae.eval()
+    viz.compare_grid({"input": x_test, "VQ-VAE (EMA + restarts)": models["EMA + restarts"](x_test).x_hat.clamp(-1, 1),
+                      "VAE at equal rate": vae(x_test).x_hat.clamp(-1, 1)}, n=8);
 
 # %% [markdown]
 # ## 7. Codebook collapse, and two fixes
@@ -479,8 +559,9 @@ viz.interactive(swap_code, row=(0, h - 1, 1, h // 2), col=(0, w - 1, 1, w // 2),
 # ## 9. What discrete tokens make possible: a prior
 # A VQ-VAE alone cannot generate: it needs a distribution over token grids. The crudest prior draws each token
 # independently from the codes' overall frequencies (a *unigram* model). It knows which codes are common, but
-# nothing about which codes go **together** — so its samples are textures, not images. Lesson 5 trains a
-# transformer (MaskGIT) that models the dependencies between tokens and samples real-looking grids.
+# nothing about which codes go **together**. Look at its samples below the decoded grids of real images: do they
+# show objects, or only the textures and colours that the common codes paint? Lesson 5 trains a transformer
+# (MaskGIT) that models the dependencies between tokens.
 
 # %%
 train_usage = codebook_usage(ema_model, train_loader, device=P.device, max_batches=20)
@@ -492,8 +573,9 @@ with torch.no_grad():
     real_grids = ema_model.decode_indices(ema_model.encode(x_test[:8]).indices).clamp(-1, 1)
 bits_uniform = h * w * torch.log2(torch.tensor(float(N_EMBED))).item()
 bits_unigram = h * w * torch.log2(torch.tensor(train_usage.perplexity())).item()
-print(f"bits per image: {bits_uniform:.0f} with a uniform prior, {bits_unigram:.0f} with the unigram prior; "
-      "a prior that models dependencies (Lesson 5) needs fewer still")
+print(f"bits per image: {bits_uniform:.0f} with a uniform prior, {bits_unigram:.0f} with the unigram prior "
+      "(the best prior that models dependencies between tokens needs no more: a joint entropy is at most the sum "
+      "of its marginals; Lesson 5 trains one)")
 viz.compare_grid({"decoded token grids of real images": real_grids,
                   "decoded samples from the unigram prior": unigram_samples}, n=8);
 
@@ -510,6 +592,8 @@ print(f"profile {P.name}, {DATASET} at {IMAGE_SIZE} px, K = {N_EMBED}, {STEPS} s
 print(format_table(record("quantizers", results)))
 print(f"\ncollapse experiment, K = {BIG_K}, {COLLAPSE_STEPS} steps")
 print(format_table(record("collapse", collapse), keys=["usage %", "perplexity", "nmse", "psnr"]))
+print(f"\nthe same model with a continuous code, at the VQ-VAE's nominal rate ({target_bits:.0f} bits per image)")
+print(format_table(matched))
 print(f"\nlesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' profile")
 
 # %% [markdown]
@@ -520,22 +604,32 @@ print(f"\nlesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' 
 #    `z + (z_q - z).detach()`. What else does it do, and why does it matter?
 # 3. Why does β multiply the commitment term $\|z - \mathrm{sg}[e]\|^2$ and not the codebook term?
 # 4. A run reports perplexity 16 with K = 512. What does that tell you about code usage, and what does it not?
+# 5. Section 6 matched the VAE's KL to the VQ-VAE's *nominal* rate. Read the `bits (used)` column: is that
+#    comparison generous to the VAE or to the VQ-VAE, and how would you make it tighter?
 
 # %% [markdown] solution-only
 # **Answers.**
 #
 # 1. Plain VQ usually uses only a small share: a code that never wins a vector gets no gradient, never moves and
-#    never wins. Restarts and l2-normalised codes raise usage a lot; combined (or EMA with restarts) they usually
-#    use the most. The table above has the numbers of your run.
+#    never wins. Restarts re-seed such codes from the data and l2-normalised codes keep every code on the same
+#    sphere as the encoder outputs, so both are designed to raise usage; how much each does at this budget, and
+#    whether combining them adds more, is what the table above measured in your run.
 # 2. It keeps the graph of `z_q` itself, so the decoder's gradient also flows into the codebook entries that were
 #    looked up: the codes are pulled by the reconstruction loss, not only by the codebook loss (and with an EMA
 #    codebook they get a gradient they should never see). Check 2.2 tests that $\partial z_q/\partial e = 0$.
 # 3. The codebook term trains the codes towards the encoder outputs at full weight. β only sets how strongly the
 #    encoder is held to its current code: a small β keeps the encoder free to move while the codes follow it.
-#    Swapping them makes the codes learn β times slower and ties the encoder tightly to codes that barely move.
+#    Swapping them scales the codebook's gradient by β and the encoder's commitment by 1/β relative to the paper;
+#    with plain SGD the codes would learn β times slower, with Adam (section 4) mostly the encoder's stronger
+#    commitment remains.
 # 4. The code usage is as spread out as a uniform usage of 16 codes would be: the codebook is collapsed onto
 #    about 16 effective codes. It does not say which codes they are, how many codes are used at all (a long tail of
 #    rare codes adds little), or how good the reconstructions are.
+# 5. Generous to the VAE: it may spend the full nominal rate, while the VQ-VAE's tokens carry at most
+#    $hw\log_2(\text{perplexity})$ bits under their own frequencies, usually well below $hw\log_2 K$ (and less
+#    still under a prior that models their dependencies). For a tighter race, set the controller's target to the
+#    VQ-VAE's `bits (used)`. A continuous code has a second advantage at any rate: it can spend its bits unevenly,
+#    more on a busy patch and fewer on a flat one, where every token costs the same $\log_2 K$.
 
 # %% [markdown]
 # ## Takeaways
@@ -544,8 +638,9 @@ print(f"\nlesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' 
 #   codebook learns from its own term (loss-based) or as online k-means (EMA).
 # - The loss is $\|\operatorname{sg}[z_e]-e\|^2 + \beta\|z_e-\operatorname{sg}[e]\|^2$; the official code swaps β onto
 #   the codebook term — same value, different gradients.
-# - Discrete codes fix the rate by design and leave nothing to gain from ignoring the code; they do not, by
-#   themselves, undo the pixel loss's blur (read the `sharpness %` column).
+# - Discrete codes fix the rate by design and leave nothing to gain from ignoring the code. Whether they also
+#   sharpen is a measurement, not a given: section 6 raced a continuous code at the same rate (read its
+#   `sharpness %` and PSNR columns); Lesson 3 shows what the loss does.
 # - Watch the codebook: perplexity and usage over a whole split. Large codebooks collapse; section 7 measures how far
 #   dead-code restarts and l2-normalised codes bring them back at this budget.
 #

@@ -21,7 +21,7 @@
 #    weight, and NaNs under fp16,
 # 7. see the continuous counterpoint: the latent-diffusion autoencoder, sharp without a codebook.
 #
-# Four exercises, each followed by a check that says what differs and, until it passes, lends you the reference
+# Five exercises, each followed by a check that says what differs and, until it passes, lends you the reference
 # so the rest of the notebook runs.
 
 # %%
@@ -29,8 +29,8 @@
 
 # %% [markdown]
 # ## 0. Configuration
-# Sizes come from the profile: `quick` (a CI smoke test, under a minute), `cpu` (a laptop, 10–15 minutes) or `gpu`
-# (a Colab T4, about 20 minutes). LPIPS costs more than the tiny autoencoder itself: a VGG16 pass per image.
+# Sizes come from the profile: `quick` (a CI smoke test), `cpu` (a laptop) or `gpu` (a Colab T4); the README lists
+# each lesson's measured time per profile. LPIPS costs more than the tiny autoencoder itself: a VGG16 pass per image.
 # The model is `minimovq.vqgan.VQGAN`, taming's architecture at lesson size (`CONFIG`, a name in
 # `minimovq.vqgan.CONFIGS`; f = 4, so a 32 px image becomes 8 × 8 tokens). `DATASET = "photos"` (built in,
 # offline) has the textures and edges that a pixel loss smears; switch to `"cifar10"` or `"flowers102"`
@@ -681,8 +681,9 @@ print(f"lesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' pr
 # The KL only keeps the latent's scale from drifting; it no longer asks the codes to be samples of
 # $\mathcal N(0, I)$.
 #
-# Such autoencoders reconstruct sharply — Stable Diffusion's image autoencoder is one of them — because their
-# sharpness comes from LPIPS and the discriminator, as in this lesson's ablation, not from the codebook. What they
+# Such autoencoders reconstruct sharply (CompVis' Stable Diffusion release uses one, a KL autoencoder with f = 8),
+# and the LDM paper trains them with the same LPIPS + patch-GAN objective as VQGAN, so their
+# sharpness comes from those losses, not from a codebook (this lesson's ablation measures what each loss adds here). What they
 # give up is what Lesson 2 gained: the latent is a grid of real-valued vectors, not tokens, so the prior that
 # generates it is a diffusion model over continuous latents rather than a transformer over a vocabulary (Lesson 5),
 # and its rate is not fixed by a codebook size. Which to choose depends on the generator you want to put on top, not

@@ -26,8 +26,8 @@
 
 # %% [markdown]
 # ## 0. Configuration
-# Sizes come from the profile: `quick` (a CI smoke test, about a minute), `cpu` (a laptop, about 10 minutes on two
-# cores) or `gpu` (a Colab T4). The models are lesson-sized SBER-style configs from `minimovq.movq.CONFIGS`
+# Sizes come from the profile: `quick` (a CI smoke test), `cpu` (a laptop) or `gpu` (a Colab T4); the README lists
+# each lesson's measured time per profile. The models are lesson-sized SBER-style configs from `minimovq.movq.CONFIGS`
 # (f = 4, so a 32 px image becomes 8 × 8 positions; 16-dimensional codes, K = 128 or 256). Every arm of the
 # comparison shares the encoder design, the codebook size $K$, the loss, the seed, the data order and the number of
 # steps.
@@ -57,9 +57,9 @@ N_TRAIN = P.pick(quick=256, cpu=10000, gpu=20000)
 N_TEST = P.pick(quick=32, cpu=500, gpu=1000)
 BATCH = P.pick(quick=8, cpu=16, gpu=32)
 STEPS = P.pick(quick=8, cpu=400, gpu=3000)                  # per arm: an equal budget (five arms)
-# The step at which the PatchGAN joins (SBER: step 0; STEPS means never). On the cpu budget a GAN that joins
-# mid-run wrecks the half-formed reconstructions (an earlier cpu run diverged when it joined), so that profile
-# compares the decoders without it; quick keeps it on to exercise the code path.
+# The step at which the PatchGAN joins (SBER: step 0; STEPS means never). The cpu profile compares the decoders
+# without it: five arms must fit its budget, and the question here is the decoder, not the adversarial loss;
+# quick keeps it on to exercise the code path.
 GAN_START = P.pick(quick=STEPS // 2, cpu=STEPS, gpu=2 * STEPS // 3)
 LR = P.pick(quick=4e-4, cpu=4e-4, gpu=2e-4)
 # SBER's 0.1·LPIPS in the training loss. The cpu budget drops it to fit five arms (LPIPS is still measured).
@@ -328,8 +328,8 @@ print(f"indices {tuple(idx.shape)}, same as VectorQuantizer(groups={GROUPS}): {t
 # Every arm trains with SBER-MoVQGAN's loss, `VQGANLoss.sber_movqgan()`: L2 + 0.1·LPIPS + 0.1·GAN (hinge, a
 # 2-layer PatchGAN, fixed weight) + the codebook loss. SBER switches the GAN on at step 0; at our short budgets we
 # let the reconstructions form first (`GAN_START`), and on the `cpu` budget we leave the GAN out altogether. The
-# artifact is a property of the decoder, and a GAN that joins a few hundred steps in only adds noise to the
-# comparison (try `GAN_START = STEPS // 2` and watch the L2 curve). To fit five arms into the `cpu`
+# artifact is a property of the decoder, and a GAN that joins a few hundred steps in acts on half-formed
+# reconstructions: one more source of variance between arms (try `GAN_START = STEPS // 2` and watch the L2 curve). To fit five arms into the `cpu`
 # budget, that profile also drops the LPIPS term from the training loss (`PERCEPTUAL = 0`: L2 + codebook loss).
 # LPIPS is still measured on the test split. Every arm uses Adam with SBER's betas
 # (0.5, 0.9), gradient clipping, the same seed, the same data order and the same number of steps. "Equal budget"
@@ -481,9 +481,8 @@ fig.suptitle("error by position inside a latent cell (phase map)", fontsize=10);
 # - **SpatialNorm against GroupNorm** (same $G$): the quantizer is the same, so any difference is what the encoder
 #   *learned* to emit, given a decoder that reads $z_q$ at every layer. More shared neighbours (longer runs, fewer
 #   distinct codes) means the MoVQ encoder leaves more of the local detail to the decoder. Fewer means it spends
-#   codes on that detail. When we checked two seeds at the `cpu` budget, the MoVQ encoders emitted **more** shared
-#   neighbours than the VQGAN encoders at both $G$. Section 6 prints whether your run agrees. SpatialNorm does not
-#   break runs; if anything, it changes what the encoder emits towards longer ones.
+#   codes on that detail. Section 6 prints which way your run goes, for both $G$. Either way SpatialNorm does not
+#   break runs of identical codes (section 1); what it can change is which codes the encoder emits.
 
 # %%
 @torch.no_grad()
@@ -597,23 +596,22 @@ print(f"equal-bits has a higher SSIM than movq+multichannel: "
       f"{'yes' if results['equal-bits']['ssim'] > results['movq+multichannel']['ssim'] else 'no'}")
 
 # %% [markdown]
-# **Reading it honestly.** These are tiny models trained for minutes, not SBER's 67M parameters trained for days.
-# The quick profile's numbers are a smoke test, not a result. In the `cpu` and `gpu` profiles, look for these:
-# - **Multichannel** (rows 3–4): expect a gain on PSNR, SSIM and LPIPS with both decoders, and far fewer shared
-#   neighbours. Both held over the two seeds we checked at the `cpu` budget. With $K = 128$ codes, one code per
-#   position must stand for a position's colour *and* its local gradient, while $G$ indices can split them.
-# - **SpatialNorm** (rows 1–2): with one code per position (row 1) its effect was small, and its sign changed
-#   between our two seeds. With $G$ indices per position (row 2), `movq+multichannel` beat `vqgan+multichannel` on
-#   all three metrics in both seeds. So at this scale the two ideas **interact**. One reading, consistent with
-#   section 4.1 but not proven by it: SpatialNorm acts where codes change, and the multichannel arms have far more
-#   code boundaries to act on. If row 1 and row 2 agree in sign in your run, that is one sample, not a result.
-#   Read `smooth err`, `blockiness`, the phase maps and the crops as well as PSNR. A flat phase map with a large
-#   mean error is a model that is not there yet, not a model without artifacts.
-# - **Bits** (row 5): a positive Δpsnr means $G$ indices per position use the same bits better than 4× the
-#   positions; a negative one means the multichannel gain is the extra bits, not their arrangement. In our two
-#   seeds this row did **not** order consistently: `equal-bits` had the higher SSIM in both, while PSNR and LPIPS
-#   disagreed between seeds. So this budget does not separate the two ways of spending bits, and part of rows 3–4's
-#   gain is simply more bits. Read it with `seconds`, too: `equal-bits` pays for its finer grid in decoder compute,
+# **Reading it honestly.** These are tiny models trained for minutes, not the released SBER-MoVQGAN 67M. The quick
+# profile's numbers are a smoke test, not a result. In the `cpu` and `gpu` profiles, look for these:
+# - **Multichannel** (rows 3–4): with $K = 128$ codes, one code per position must stand for a position's colour
+#   *and* its local gradient, while $G$ indices can split them, and they carry 4× the bits. Look for a gain on
+#   PSNR, SSIM and LPIPS with both decoders, and for fewer shared neighbours; a row whose metrics disagree in sign
+#   is not a clear gain.
+# - **SpatialNorm** (rows 1–2): its effect with one code per position (row 1) against its effect with $G$ indices
+#   (row 2). If the two rows differ a lot, the two ideas **interact**. One reading to test, consistent with section
+#   4.1 but not proven by it: SpatialNorm acts where codes change, and the multichannel arms have far more code
+#   boundaries to act on. Whatever your rows show, one run is one sample, not a result (see "Check it over seeds"
+#   below). Read `smooth err`, `blockiness`, the phase maps and the crops as well as PSNR. A flat phase map with a
+#   large mean error is a model that is not there yet, not a model without artifacts.
+# - **Bits** (row 5): a positive Δ means $G$ indices per position use the same bits better than 4× the positions;
+#   a negative one means the multichannel gain is the extra bits, not their arrangement. If the three metrics
+#   disagree in sign, this budget does not separate the two ways of spending bits, and part of rows 3–4's gain may
+#   simply be more bits. Read it with `seconds`, too: `equal-bits` pays for its finer grid in decoder compute,
 #   and a token prior (Lesson 5) would pay for it in sequence length.
 #
 # **Check it over seeds.** One run is one sample. Re-run sections 3–6 with another seed: change
@@ -689,7 +687,7 @@ print(f"lesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' pr
 # 1. *(Predict, then run — before the five arms train in section 3.)* Which arms have the fewest shared
 #    neighbours, and does PSNR follow the bits per pixel or the decoder?
 # 2. A plain VQGAN decoder paints the same patch wherever neighbouring positions share a code. Which property of
-#    a convolutional decoder causes this, and how does SpatialNorm break it?
+#    a convolutional decoder causes this, and does SpatialNorm break it?
 # 3. With K = 512 codes and G = 4 groups, how many different codes can a position take? And how many codebook
 #    entries are stored?
 # 4. `group_quantize` must split the channels into *contiguous* groups: `'b (g d) h w'`, not `'b (d g) h w'`.
@@ -699,9 +697,11 @@ print(f"lesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' pr
 # **Answers.**
 #
 # 1. The multichannel arms: G codes per position make identical neighbours rare (compare the `same %` column of
-#    section 4.1). PSNR follows the bits first: the multichannel arms carry more bits per pixel than the single-code
-#    ones, which is why the `equal-bits` arm exists. Whether SpatialNorm adds to that at a fixed number of bits is
-#    what the factorial table of section 6 asks, and at a small budget its sign may change between seeds.
+#    section 4.1). PSNR need not follow the bits: the multichannel arms carry 4× the bits per pixel of the
+#    single-code ones, yet a better decoder with fewer bits can still win (compare `movq` with
+#    `vqgan+multichannel` in your table). The `equal-bits` arm separates bits from their arrangement, and the
+#    factorial table of section 6 asks what SpatialNorm adds at a fixed number of bits; at a small budget its sign
+#    may change between seeds.
 # 2. Translation equivariance: a convolution applies the same weights everywhere, so identical inputs give
 #    identical outputs. SpatialNorm does not break it: it re-injects $z_q$ at every normalisation as a per-pixel
 #    scale and shift, a function of the code grid alone, so inside a run of one code the modulation is constant and

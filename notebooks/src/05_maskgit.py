@@ -14,8 +14,8 @@
 #
 # You will
 # 1. tokenize a dataset once with Lesson 4's MoVQ,
-# 2. write the cosine masking schedule and the training mask (two exercises), and train MaskGIT,
-# 3. write the re-masking rule of the decoder (one exercise), and watch a grid being decoded step by step,
+# 2. meet the cosine masking schedule, write the training mask (an exercise), and train MaskGIT,
+# 3. write the re-masking rule of the decoder (an exercise), and watch a grid being decoded step by step,
 # 4. measure sample quality and diversity against the number of steps T, with unconditional samples,
 # 5. race MaskGIT against an autoregressive prior of the same size and budget,
 # 6. generate class by class, with and without classifier-free guidance, and close the loop:
@@ -615,8 +615,9 @@ viz.compare_grid({name: row["images"][:8] for name, row in race.items()}, n=8);
 # the text-to-image MaskGIT, uses it) pushes the logits away from the unconditional prediction, which the same
 # network learned from the 10% of labels that were dropped:
 # $$\ell_{\text{guided}} = \ell(x \mid c) + w\,\big(\ell(x \mid c) - \ell(x \mid \varnothing)\big).$$
-# $w = 0$ is plain conditional sampling; larger $w$ makes samples more typical of their class and less diverse, and
-# costs a second forward pass per step (batched with the first). `sample(..., guidance=w)` and
+# $w = 0$ is plain conditional sampling. Ho & Salimans report that a larger $w$ trades diversity for fidelity:
+# samples more typical of their class, and less varied within it. It costs a second forward pass per step (batched
+# with the first). `sample(..., guidance=w)` and
 # `sample_autoregressive(..., guidance=w)` implement it.
 
 # %%
@@ -624,6 +625,15 @@ per_class = P.pick(quick=4, cpu=40, gpu=100)
 cond_labels = torch.arange(NUM_CLASSES, device=P.device).repeat_interleave(per_class)
 with torch.no_grad():
     real_acc = (feature_net(test_images.to(P.device)).argmax(1) == test_labels[:len(test_images)].to(P.device)).float().mean().item()
+
+
+def class_diversity(feats, labels):
+    """The diversity *within* each class, averaged over the classes: how alike the samples of one class are."""
+    classes = [c for c in labels.unique() if (labels == c).sum() > 1]     # a pair is needed for a distance
+    return sum(diversity(feats[labels == c]) for c in classes) / len(classes)
+
+
+real_class_diversity = class_diversity(features(test_images), test_labels[:len(test_images)].cpu())
 guidance_table, guided_images = {}, {}
 for name, w in [("MaskGIT T=8", 0.0), ("MaskGIT T=8", 3.0), ("MaskGIT T=8", 6.0), ("AR", 0.0), ("AR", 6.0)]:
     if name == "AR":
@@ -635,7 +645,8 @@ for name, w in [("MaskGIT T=8", 0.0), ("MaskGIT T=8", 3.0), ("MaskGIT T=8", 6.0)
         agree = (feature_net(images).argmax(1) == cond_labels).float().mean().item()
     feats = features(images.cpu())
     guidance_table[f"{name}, w={w:g}"] = {"class agreement": agree, "FD-shapes": frechet_distance(feats, real_features),
-                                          "diversity": diversity(feats) / real_diversity}
+                                          "diversity": diversity(feats) / real_diversity,
+                                          "class div.": class_diversity(feats, cond_labels.cpu()) / real_class_diversity}
     guided_images[(name, w)] = images
 with torch.no_grad():
     recon_acc = (feature_net(decode(test_tokens[:len(test_images)])).argmax(1) == test_labels[:len(test_images)].to(P.device)).float().mean().item()
@@ -655,8 +666,11 @@ for name, w in [("MaskGIT T=8", 0.0), ("MaskGIT T=8", 6.0), ("AR", 6.0)]:
 #   chance, that is not a bug: the label is worth at most $\ln C$ nats ($C$ classes) for a whole image of
 #   $N \cdot G$ tokens, so the training loss barely notices it, and once the first tokens are drawn they decide the
 #   shape as much as the label does. Guidance amplifies exactly the part of the prediction that the label changes.
-# - **diversity** (as in section 7, real = 1) shows the price: guidance makes the samples of a class more alike,
-#   so expect it to fall as $w$ grows.
+# - **class div.** is the diversity *within* each class (real test images of one class = 1): the price Ho &
+#   Salimans report for guidance is that it falls as $w$ grows. Read whether it does here, and by how much.
+#   **diversity** (as in section 7, real = 1) mixes all classes, so it measures something else: when guidance
+#   pulls each class towards its own typical shape, the classes move apart and the mixed diversity can *rise*
+#   while the within-class diversity falls. Compare the two columns.
 # - **FD-shapes** is measured against the whole training set, so it can move either way. It falls with $w$ when
 #   many unguided samples are no recognisable shape at all; with a stronger prior, a large $w$ trades diversity for
 #   fidelity and the distance rises again (the U-shaped FID-against-$w$ curve of Ho & Salimans 2022).
@@ -726,11 +740,12 @@ print(f"lesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' pr
 # - The same decoder inpaints and edits for free: start it from a partly known grid.
 # - A class token makes generation controllable; label dropout also trains the unconditional model, which the "no
 #   class" label samples (sections 7–8). Classifier-free guidance pushes away from those unconditional logits;
-#   section 9 measures how much closer samples follow their class, and the diversity it costs.
+#   section 9 measures how much closer samples follow their class, and what it does to the variety within a class.
 #
 # **The course, end to end:** a VAE trades rate for distortion, and its pixel loss blurs (Lesson 1); discrete codes
-# fix the rate by design and turn images into tokens (Lesson 2); perceptual and adversarial losses, not the
-# codebook, bring back sharp detail — a continuous latent with the same losses is sharp too (Lesson 3); MoVQ
+# fix the rate by design and turn images into tokens (Lesson 2), and a continuous code at the same rate tells you
+# whether discreteness itself sharpens; Lesson 3 measures what perceptual and adversarial losses add, and the LDM's
+# continuous autoencoder, sharp with the same losses, says the codebook is not what sharpens (Rombach et al.); MoVQ
 # re-injects the codes at every normalisation of the decoder (Lesson 4); and a masked transformer turns token grids
 # into new images (Lesson 5).
 

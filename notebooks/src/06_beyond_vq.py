@@ -21,8 +21,8 @@
 
 # %% [markdown]
 # ## 0. Configuration
-# Sizes come from the profile: `quick` (a CI smoke test), `cpu` (a laptop, about ten minutes) or `gpu` (a Colab
-# T4). The autoencoder is Lesson 2's VQ-VAE at the same sizes; only the quantizer changes. Every arm trains for
+# Sizes come from the profile: `quick` (a CI smoke test), `cpu` (a laptop) or `gpu` (a Colab T4); the README lists
+# each lesson's measured time per profile. The autoencoder is Lesson 2's VQ-VAE at the same sizes; only the quantizer changes. Every arm trains for
 # `STEPS` steps. `DATASET = "cifar10"` switches to CIFAR-10 (downloaded once into `data/cache/`).
 
 # %%
@@ -80,12 +80,15 @@ print(f"{DATASET}: {len(train_set)} train / {len(test_set)} test images of shape
 #
 # The four ideas of this lesson answer them differently:
 #
-# | method | the codebook | bits per position | extra loss | fixes |
+# | method | the codebook | bits per position | extra loss | designed against (its paper's claim) |
 # |---|---|---|---|---|
-# | **FSQ** | a fixed grid $\prod_i L_i$, nothing learned | $\sum_i \log_2 L_i$ | none | collapse, losses |
-# | **LFQ** | the corners $\{-1, +1\}^d$ | $d$ | entropy penalty | collapse, lookup cost |
-# | **RVQ** | $Q$ small learned codebooks on residuals | $Q \log_2 K$ | per stage | rate: bits add up |
-# | **rotation trick** | any VQ codebook | unchanged | unchanged | the gradient |
+# | **FSQ** | a fixed grid $\prod_i L_i$, nothing learned | $\sum_i \log_2 L_i$ | none | collapse, extra losses (Mentzer et al. 2023) |
+# | **LFQ** | the corners $\{-1, +1\}^d$ | $d$ | entropy penalty | low usage, lookup cost (MAGVIT-v2, Yu et al. 2023) |
+# | **RVQ** | $Q$ small learned codebooks on residuals | $Q \log_2 K$ | per stage | the rate: bits add up (SoundStream, Zeghidour et al. 2021) |
+# | **rotation trick** | any VQ codebook | unchanged | unchanged | the biased gradient (Fifty et al. 2024) |
+#
+# The last column is what each paper reports at its scale. Whether it holds at this lesson's budget is what
+# sections 7–9 measure.
 
 # %% [markdown]
 # ## 2. Four quantizers in 2-D
@@ -172,8 +175,8 @@ fsq_quantize = checks.fsq_quantize(fsq_quantize)
 # The bound, seen: for $L = 5$ and $L = 4$, the continuous $\text{bound}(z)/\lfloor L/2\rfloor$ (thin) and the
 # quantized $\hat z$ (thick), with your `fsq_quantize`. The dotted line is the common **atanh variant**
 # (`FSQ(levels, shift="atanh")`): $\tanh(z + \operatorname{atanh}(o/h))\cdot h - o$ is exactly 0 at $z = 0$, where
-# the paper's $\tan$ is off by a hair ($\tan x$ and $\operatorname{atanh} x$ agree to third order). It exists for
-# tidiness, not quality; it is undefined for $L = 2$.
+# the paper's $\tan$ is off by a hair ($\tan x$ and $\operatorname{atanh} x$ agree to third order). This lesson does
+# not measure whether it changes quality; it is undefined for $L = 2$.
 
 # %%
 from minimovq.fsq import bound
@@ -388,19 +391,23 @@ with torch.no_grad():
 viz.compare_grid({"input": x_test, **recons}, n=8);
 
 # %% [markdown]
-# **Reading the table.** Look first at usage: the fixed grids (FSQ, LFQ) and the restarted codebooks cannot leave
-# codes stranded the way the plain VQ codebook does — check how far apart the usage column is in your run. Then at
-# quality per bit: all arms spend the same 9 bits, so PSNR, SSIM and LPIPS compare how well each *uses* them. FSQ
-# needs $D = 3$ channels where VQ needs 64: its decoder reads a much thinner latent, and it has no codebook to
-# learn. Short runs favour whatever learns fastest; the `gpu` profile's longer runs are the fairer race.
+# **Reading the table.** Look first at usage and dead codes. A fixed grid (FSQ, LFQ) has no codebook that can
+# drift away from the data, so no code is *unreachable*; but whether the encoder actually spreads over the grid is
+# up to training, and a grid point the encoder never visits is as dead as a stranded VQ code. So read the columns:
+# which arms use the most of their 512 codes in your run, and is the fixed-grid advantage that the FSQ and MAGVIT-v2
+# papers report (at far longer training) visible at this budget? Then quality per bit: all arms spend the same 9
+# bits, so PSNR, SSIM and LPIPS compare how well each *uses* them. FSQ's latent has $D = 3$ channels where VQ's
+# codes have `EMBED_DIM`: its decoder reads a much thinner latent, and it has no codebook to learn. Short runs
+# favour whatever learns fastest; the `gpu` profile's longer runs are the fairer race.
 
 # %% [markdown]
 # ## 8. Rate against distortion
 # How does quality grow with bits? Two families:
 # - **RVQ, depth 1–4**: one model with four stages of 8 codes, trained with quantizer dropout, evaluated with its
 #   first 1, 2, 3 and 4 stages (3, 6, 9 and 12 bits per position);
-# - **FSQ at several level sets** (the paper's recommendations near each size), each a model of its own; (8, 8, 8)
-#   is the arm of section 7.
+# - **FSQ at several level sets**, each a model of its own: (8, 6, 5), (8, 5, 5, 5) and (7, 5, 5, 5, 5) are the FSQ
+#   paper's recommended levels for about $2^8$, $2^{10}$ and $2^{12}$ codes (its Table 1); (5, 3) adds a low-rate
+#   point, and (8, 8, 8) is the arm of section 7.
 #
 # Every model trains for `STEPS` steps.
 
@@ -490,9 +497,10 @@ for name in ("VQ", "FSQ (8, 8, 8)"):
 # %% [markdown] solution-only
 # **Answers** (this cell is in the solution notebook only).
 #
-# **1.** Every point of FSQ's grid can be reached by construction: nothing is learned about the codes, so no code
-# can be stranded far from the data. Its usage is usually far above the plain VQ arm's, whose codes start in a tiny
-# ball and die when they never win (Lesson 2). PSNR is a closer call: FSQ's decoder reads a 3-channel latent and
+# **1.** Every point of FSQ's grid *can* be reached: nothing is learned about the codes, so none can drift away
+# from the data. Whether they *are* reached depends on the encoder: a grid point it never visits is dead too, and the
+# printed usage says how far a short run gets. The plain VQ arm starts with its codes in a tiny ball, and a code that
+# never wins never moves (Lesson 2), so expect FSQ above it, though not necessarily near 100%. PSNR is a closer call: FSQ's decoder reads a 3-channel latent and
 # its levels are fixed, while VQ's 64-dimensional codes can sit exactly where the data is. Compare with the numbers
 # printed above.
 #
@@ -533,7 +541,8 @@ scoreboard(6, globals());
 # %% [markdown]
 # ## Takeaways
 # - The learned codebook is one choice among several. **FSQ** replaces it with a fixed grid of bounded, rounded
-#   scalars: no codebook loss, no collapse. **LFQ** keeps only signs and adds an entropy penalty to spread them.
+#   scalars: no codebook loss, and no codebook to strand (its paper reports near-full usage; your table shows how much
+#   of the grid a short run reaches). **LFQ** keeps only signs and adds an entropy penalty to spread them.
 #   **RVQ** spends bits in stages, coarse to fine, and with quantizer dropout one model serves several bitrates.
 # - The **rotation trick** keeps the forward pass and changes the gradient: $\lambda R^\top g$ instead of $g$.
 # - Compare quantizers at **equal bits per position** and equal budget, and measure usage over a whole split: the
