@@ -98,7 +98,7 @@ def test_pipeline_train_tokenize_prior_sample_eval(tmp_path, capsys):
     assert load_checkpoint(prior / "last.pt")["step"] == 2
     grid = tmp_path / "grid.png"
     assert main(["sample", "--prior", str(prior / "last.pt"), "--num-samples", "4", "--steps", "2", "--label", "1",
-                 "--device", "cpu", "--out", str(grid)]) == 0
+                 "--choice-temperature", "0", "--device", "cpu", "--out", str(grid)]) == 0
     assert grid.stat().st_size > 0
 
     capsys.readouterr()
