@@ -366,6 +366,7 @@ fig.tight_layout();
 x_hat = reconstruct(vae, x_test).clamp(-1, 1)
 ratio = (high_frequency_energy(x_hat).mean() / high_frequency_energy(x_test).mean()).item()
 print(f"high-frequency energy kept by the VAE: {record('sharpness_pct', 100 * ratio):.1f}% of the input's")
+record("headline", f"VAE β=1: PSNR {scores['psnr']:.2f} dB, keeps {100 * ratio:.1f}% of the input's high-frequency energy")
 viz.zoom_crops({"input": x_test, "VAE": x_hat}, box=(4, 4, IMAGE_SIZE // 2), index=0);
 print(f"lesson time: {time.perf_counter() - t_lesson:.0f} s in the '{P.name}' profile")
 
