@@ -413,9 +413,13 @@ viz.compare_grid({"input": x_test, **recons}, n=8);
 # Two rates for the VQ-VAE: the **nominal** $h w \log_2 K$ that its ELBO charges, and the rate it **uses**,
 # $h w \log_2(\text{perplexity})$: the bits per image of its tokens under their own frequencies (a unigram code).
 #
-# **How to read it.** If the VAE at equal rate is as sharp as the VQ-VAE (compare `sharpness %` and PSNR), then
-# discreteness is not what decides sharpness at this rate; the loss is (Lesson 3). If the VQ-VAE keeps clearly more
-# detail, discreteness helps here. Either way, what discreteness surely buys is the token grid itself: a prior can
+# **How to read it.** PSNR and SSIM say which reconstruction is closer to its input. `sharpness %` says how much of
+# the input's high-frequency energy survives, but it counts *any* high-frequency content, errors included: edges
+# painted in the wrong place, or a faint pattern at the scale of the code grid, score as energy too. So: if the VAE
+# matches the VQ-VAE on both, discreteness is not what decides sharpness at this rate; the loss is (Lesson 3). If
+# the VQ-VAE keeps more energy *and* is closer to its input, discreteness helps here. If the two columns disagree
+# (one model closer, the other with more energy), look at the reconstructions below before you call that energy
+# detail. Either way, what discreteness surely buys is the token grid itself: a prior can
 # model it like text (section 9, Lesson 5), while the VAE's continuous code needs a continuous prior.
 
 # %%

@@ -581,8 +581,10 @@ for ax in axes:
 #
 # What to look for, against the GAN arm (the recipe) and L1+LPIPS: lower PSNR *and* a higher FD-patch means the change
 # hurt on both counts; sharpness far above 100% with artifacts in the grid means the discriminator won. If an arm
-# does about as well as the recipe, the safeguard it removed was not needed at this budget — a real outcome: both
-# safeguards insure against failures that grow with the discriminator's strength and the length of training.
+# does about as well as the recipe, or better, the safeguard it removed was not needed at this budget — a real
+# outcome: both safeguards insure against failures that grow with the discriminator's strength and the length of
+# training. Keep the budgets in mind when you compare: "D from step 0" has the discriminator for all `STEPS` steps,
+# the recipe for only `STEPS − GAN_START`, so at a short budget more adversarial steps can simply help.
 
 # %% [markdown]
 # **Check your understanding, question 1 — predict, then run.** The next cell trains the "D from step 0" arm: the
