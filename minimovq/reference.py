@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .headlines import headline
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "docs" / "reference"
 ENV = "MINIMOVQ_RESULTS"  # the JSON file a notebook run records into (set by the runner)
@@ -131,15 +133,6 @@ def tables_from_outputs(nb) -> dict[str, Any]:
     return tables
 
 
-def default_headline(results: dict[str, Any]) -> str:
-    """One line for the README from the first table with a ``psnr`` column: its best row."""
-    for table in results.values():
-        if isinstance(table, dict) and table and all(isinstance(r, dict) and "psnr" in r for r in table.values()):
-            name, row = max(table.items(), key=lambda kv: kv[1]["psnr"] or float("-inf"))
-            return f"best PSNR: {name}, {row['psnr']:.2f} dB" + (f", SSIM {row['ssim']:.3f}" if "ssim" in row else "")
-    return ""
-
-
 def _fresh_checkpoint_dir(path: Path) -> Path:
     """An empty checkpoint folder for one reference run, so that every model trains from scratch (a cached run
     checkpoint would make the recorded time, and possibly the results, those of an earlier run). Downloaded
@@ -187,7 +180,7 @@ def run_lesson(lesson: str, profile: str = "cpu", timeout: int = 3600) -> dict[s
     _strip_widget_state(nb)
     if not results:  # a lesson that records nothing: keep the tables it printed
         results = tables_from_outputs(nb)
-    results.setdefault("headline", default_headline(results))
+    results["headline"] = headline(lesson, results)
     dst = out_dir / f"{lesson}.ipynb"
     nbformat.write(nb, dst)
     size = dst.stat().st_size
@@ -233,7 +226,7 @@ def readme_block(data: dict[str, Any], profile: str = "cpu") -> str:
     rows = ["| lesson | see the results before you run anything | headline (from `results.json`) | time |",
             "|---|---|---|---|"]
     for lesson, entry in sorted(data.items()):
-        head = entry.get("results", {}).get("headline", "")
+        head = headline(lesson, entry.get("results", {}))
         rows.append(f"| {lesson} | [{rel}/{lesson}.ipynb]({rel}/{lesson}.ipynb) | {head} | "
                     f"{entry.get('seconds', 0) / 60:.1f} min ({entry.get('profile')}, torch {entry.get('torch')}, "
                     f"{entry.get('date')}) |")
@@ -246,9 +239,13 @@ def update_readme(profile: str = "cpu") -> bool:
     text = README.read_text()
     if BEGIN not in text or END not in text or not index.exists():
         return False
+    data = json.loads(index.read_text())
+    for lesson, entry in data.items():  # headlines follow the current rules (minimovq.headlines)
+        entry.setdefault("results", {})["headline"] = headline(lesson, entry["results"])
+    index.write_text(json.dumps(data, indent=1) + "\n")
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    README.write_text(f"{head}{BEGIN}\n{readme_block(json.loads(index.read_text()), profile)}\n{END}{tail}")
+    README.write_text(f"{head}{BEGIN}\n{readme_block(data, profile)}\n{END}{tail}")
     return True
 
 

@@ -68,6 +68,17 @@ def test_readme_shows_the_reference_results():
         assert f"docs/reference/{lesson}.ipynb" in readme
 
 
+def test_every_lesson_has_a_headline_from_its_own_results():
+    from minimovq.headlines import RULES, headline
+
+    data = _index()
+    for lesson, entry in data.items():
+        assert entry["results"]["headline"], f"{lesson} has no headline"
+        assert entry["results"]["headline"] == headline(lesson, entry["results"]), "run `python -m minimovq.reference --readme`"
+        if lesson in RULES:
+            RULES[lesson](entry["results"])   # the rule reads this run's tables (no silent fallback)
+
+
 def test_sync_text_copies_markdown_and_refuses_changed_code(tmp_path, monkeypatch):
     lesson = "01_vae"
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("new text"), nbformat.v4.new_code_cell("x = 1")])
