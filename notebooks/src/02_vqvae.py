@@ -348,16 +348,23 @@ def train_vqvae(model, steps, desc):
     return trainer.fit(train_loader, step_fn, steps=steps, desc=desc)
 
 
+x_all = torch.cat([b.to(P.device) for b in test_loader])   # the whole test split
+
+
+@torch.no_grad()
+def quality(model):
+    """Reconstruction quality over the whole test split (not one batch), with Lesson 1's sharpness."""
+    scores = evaluate_reconstruction(lambda x: model(x).x_hat, test_loader, device=P.device)
+    x_hat = torch.cat([model(b).x_hat.float().clamp(-1, 1) for b in x_all.split(256)])
+    kept = (high_frequency_energy(x_hat).mean() / high_frequency_energy(x_all).mean()).item()
+    return {"nmse": scores["mse"] / DATA_VAR, "psnr": scores["psnr"], "ssim": scores["ssim"], "sharpness %": 100 * kept}
+
+
 @torch.no_grad()
 def evaluate(model):
-    """Quality and codebook health over the whole test split (not one batch)."""
-    scores = evaluate_reconstruction(lambda x: model(x).x_hat, test_loader, device=P.device)
+    """Quality and codebook health over the whole test split."""
     usage = codebook_usage(model, test_loader, device=P.device)
-    xs = torch.cat([b.to(P.device) for b in test_loader])
-    x_hat = torch.cat([model(b).x_hat.float().clamp(-1, 1) for b in xs.split(256)])
-    kept = (high_frequency_energy(x_hat).mean() / high_frequency_energy(xs).mean()).item()  # Lesson 1's sharpness
-    return {"nmse": scores["mse"] / DATA_VAR, "psnr": scores["psnr"], "ssim": scores["ssim"],
-            "usage %": 100 * usage.usage(), "perplexity": usage.perplexity(), "sharpness %": 100 * kept}, usage
+    return {**quality(model), "usage %": 100 * usage.usage(), "perplexity": usage.perplexity()}, usage
 
 
 models, histories, results, usages = {}, {}, {}, {}
@@ -449,16 +456,10 @@ vae_history = vae_trainer.fit(train_loader, vae_step, steps=STEPS, desc="VAE at 
 
 @torch.no_grad()
 def evaluate_vae(model):
+    """The same quality columns, and the rate: the mean KL per test image, in bits."""
     model.eval()
-    scores = evaluate_reconstruction(lambda x: model(x).x_hat, test_loader, device=P.device)
-    xs = torch.cat([b.to(P.device) for b in test_loader])
-    outs = [model(b) for b in xs.split(256)]
-    x_hat = torch.cat([o.x_hat.float().clamp(-1, 1) for o in outs])
-    kl_nats = sum(o.vq_loss.item() * len(o.x_hat) for o in outs) / len(xs)   # mean KL per test image
-    kl_bits = kl_nats / math.log(2)
-    kept = (high_frequency_energy(x_hat).mean() / high_frequency_energy(xs).mean()).item()
-    return {"bits (rate)": kl_bits, "bits (used)": kl_bits, "nmse": scores["mse"] / DATA_VAR, "psnr": scores["psnr"],
-            "ssim": scores["ssim"], "sharpness %": 100 * kept}
+    kl_bits = sum(model.encode(b).vq_loss.item() * len(b) for b in x_all.split(256)) / len(x_all) / math.log(2)
+    return {"bits (rate)": kl_bits, "bits (used)": kl_bits, **quality(model)}
 
 
 vq_row = results["EMA + restarts"]
