@@ -144,21 +144,18 @@ def check_sampling_args(*, batch_size=None, temperature=None, guidance=None, top
     checked, except ``top_k``, where None means "no cut"."""
     if batch_size is not None:
         _count(batch_size, "batch_size", "ask for at least one sample")
-    if temperature is not None:
-        t = _number(temperature, "temperature", "use 0 for greedy decoding, 1 for the model's distribution")
-        if t < 0:
-            raise ValueError(f"temperature must be >= 0, got {t}: a negative temperature inverts the distribution "
-                             "and picks the least likely tokens; use 0 (greedy) up to ~1-5")
-    if choice_temperature is not None:
-        t = _number(choice_temperature, "choice_temperature", "MaskGIT's official value is 4.5; 0 ranks by confidence alone")
-        if t < 0:
-            raise ValueError(f"choice_temperature must be >= 0, got {t}: it scales the Gumbel noise added to the "
-                             "confidence, and a negative scale keeps the least confident tokens; use 0 up to ~4.5")
-    if guidance is not None:
-        w = _number(guidance, "guidance", "use 0 for no guidance, 1-5 for classifier-free guidance")
-        if w < 0:
-            raise ValueError(f"guidance must be >= 0, got {w}: it scales l_c + w·(l_c − l_uncond); use 0 for plain "
-                             "conditional sampling, or labels=None for unconditional samples")
+    for value, what, fix, why in (
+            (temperature, "temperature", "use 0 for greedy decoding, 1 for the model's distribution",
+             "a negative temperature inverts the distribution and picks the least likely tokens; use 0 (greedy) up "
+             "to ~1-5"),
+            (choice_temperature, "choice_temperature", "MaskGIT's official value is 4.5; 0 ranks by confidence alone",
+             "it scales the Gumbel noise added to the confidence, and a negative scale keeps the least confident "
+             "tokens; use 0 up to ~4.5"),
+            (guidance, "guidance", "use 0 for no guidance, 1-5 for classifier-free guidance",
+             "it scales l_c + w·(l_c − l_uncond); use 0 for plain conditional sampling, or labels=None for "
+             "unconditional samples")):
+        if value is not None and (v := _number(value, what, fix)) < 0:
+            raise ValueError(f"{what} must be >= 0, got {v}: {why}")
     if top_k is not None:
         _count(top_k, "top_k", "use None to keep every code, or e.g. top_k=100")
     if steps is not None:
