@@ -22,7 +22,8 @@ When only a lesson's text changed, ``--sync-text`` copies its markdown into the 
 code differs: that needs a real run).
 
 After a run, the README's reference block (between ``<!-- reference:begin -->`` and ``<!-- reference:end -->``)
-is rewritten from results.json: a link to each executed copy and its headline (``--readme`` does only that).
+is rewritten from results.json: a link to each executed copy and its headline, computed from the lesson's tables by
+``minimovq.headlines`` (``--readme`` does only that).
 """
 from __future__ import annotations
 
@@ -180,7 +181,6 @@ def run_lesson(lesson: str, profile: str = "cpu", timeout: int = 3600) -> dict[s
     _strip_widget_state(nb)
     if not results:  # a lesson that records nothing: keep the tables it printed
         results = tables_from_outputs(nb)
-    results["headline"] = headline(lesson, results)
     dst = out_dir / f"{lesson}.ipynb"
     nbformat.write(nb, dst)
     size = dst.stat().st_size
@@ -240,9 +240,6 @@ def update_readme(profile: str = "cpu") -> bool:
     if BEGIN not in text or END not in text or not index.exists():
         return False
     data = json.loads(index.read_text())
-    for lesson, entry in data.items():  # headlines follow the current rules (minimovq.headlines)
-        entry.setdefault("results", {})["headline"] = headline(lesson, entry["results"])
-    index.write_text(json.dumps(data, indent=1) + "\n")
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
     README.write_text(f"{head}{BEGIN}\n{readme_block(data, profile)}\n{END}{tail}")

@@ -353,7 +353,9 @@ x_all = torch.cat([b.to(P.device) for b in test_loader])   # the whole test spli
 
 @torch.no_grad()
 def quality(model):
-    """Reconstruction quality over the whole test split (not one batch), with Lesson 1's sharpness."""
+    """Reconstruction quality over the whole test split (not one batch), with Lesson 1's sharpness. In eval mode:
+    in training mode an EMA codebook would keep learning from the test images, and restarts would re-seed codes."""
+    model.eval()
     scores = evaluate_reconstruction(lambda x: model(x).x_hat, test_loader, device=P.device)
     x_hat = torch.cat([model(b).x_hat.float().clamp(-1, 1) for b in x_all.split(256)])
     kept = (high_frequency_energy(x_hat).mean() / high_frequency_energy(x_all).mean()).item()
@@ -457,7 +459,7 @@ vae_history = vae_trainer.fit(train_loader, vae_step, steps=STEPS, desc="VAE at 
 @torch.no_grad()
 def evaluate_vae(model):
     """The same quality columns, and the rate: the mean KL per test image, in bits."""
-    model.eval()
+    model.eval()                                          # the KL of the posterior's mean code, as in quality()
     kl_bits = sum(model.encode(b).vq_loss.item() * len(b) for b in x_all.split(256)) / len(x_all) / math.log(2)
     return {"bits (rate)": kl_bits, "bits (used)": kl_bits, **quality(model)}
 
