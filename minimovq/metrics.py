@@ -69,6 +69,38 @@ def high_frequency_energy(x: torch.Tensor) -> torch.Tensor:
     return (x - F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)).pow(2).flatten(1).mean(1)
 
 
+def radial_power_spectrum(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images' mean power per spatial frequency: what `sharpness` sums up, resolved by frequency.
+
+    P(k) = mean over images and over the frequencies (u, v) with round(n·|(u, v)|) = k of |FFT2(g − mean g)|² / (H·W),
+    g the image's grey level (the mean of its channels), n = min(H, W), k = 1 … n/2: rings of width 1/n cycles
+    per pixel, up to the Nyquist limit 0.5 (the corners beyond it are left out, the mean is not counted).
+    White noise of unit variance has P = 1 everywhere (Parseval).
+
+    Args:
+        x: (B, C, H, W) images.
+    Returns:
+        ``(freqs, power)``, both (n/2,): the rings' frequencies k/n in cycles per pixel and the mean power in each.
+        Compare two sets of images by the ratio of their powers: below 1 at high frequencies is blur, above 1 is
+        invented detail.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"radial_power_spectrum expects images (B, C, H, W), got shape {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    n = min(h, w)
+    g = x.float().mean(dim=1)                                                  # (B, H, W)
+    g = g - g.mean(dim=(1, 2), keepdim=True)
+    power = torch.fft.fft2(g).abs().pow(2).mean(0) / (h * w)                   # (H, W)
+    fy = torch.fft.fftfreq(h, device=x.device)[:, None]
+    fx = torch.fft.fftfreq(w, device=x.device)[None, :]
+    ring = ((fy ** 2 + fx ** 2).sqrt() * n).round().long()                     # (H, W): k of each frequency
+    keep = (ring >= 1) & (ring <= n // 2)
+    total = torch.zeros(n // 2 + 1, device=x.device).index_add_(0, ring[keep], power[keep])
+    count = torch.zeros(n // 2 + 1, device=x.device).index_add_(0, ring[keep], torch.ones_like(power[keep]))
+    freqs = torch.arange(1, n // 2 + 1, device=x.device) / n
+    return freqs, total[1:] / count[1:].clamp_min(1)
+
+
 def frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:
     """Fréchet distance between Gaussians fitted to feature sets f1 (n1, d) and f2 (n2, d) — the formula of FID:
 

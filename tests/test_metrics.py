@@ -41,6 +41,25 @@ def test_high_frequency_energy_is_zero_on_flat_images_and_per_image():
     assert hf.shape == (2,) and hf[0] < 1e-10 and hf[1] > 0.5
 
 
+def test_radial_power_spectrum_parseval_white_noise_and_blur():
+    import torch.nn.functional as F
+
+    from minimovq.metrics import radial_power_spectrum
+
+    torch.manual_seed(0)
+    noise = torch.randn(64, 1, 32, 32)
+    freqs, power = radial_power_spectrum(noise)
+    assert freqs.shape == power.shape == (16,) and freqs[0] == 1 / 32 and freqs[-1] == 0.5
+    assert torch.allclose(power, torch.ones(16), atol=0.15)          # white noise: flat, and unit power (Parseval)
+    blurred = F.avg_pool2d(noise, 3, 1, 1, count_include_pad=False)
+    ratio = radial_power_spectrum(blurred)[1] / power
+    assert ratio[8:].min() < 0.1 < 0.9 < ratio[0]                          # a blur removes high frequencies, not low
+    flat = torch.full((2, 3, 8, 8), 0.4)
+    assert radial_power_spectrum(flat)[1].abs().max() < 1e-10          # the mean (DC) is not counted
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        radial_power_spectrum(torch.zeros(3, 8, 8))
+
+
 def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
     from minimovq.metrics import frechet_distance
 

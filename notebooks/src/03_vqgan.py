@@ -47,7 +47,8 @@ from minimovq.checkpoint import run_checkpoint
 from minimovq.discriminator import NLayerDiscriminator
 from minimovq.losses import VQGANLoss
 from minimovq.lpips import LPIPS
-from minimovq.metrics import evaluate_reconstruction, format_table, frechet_distance, high_frequency_energy, psnr
+from minimovq.metrics import (evaluate_reconstruction, format_table, frechet_distance, high_frequency_energy, psnr,
+                              radial_power_spectrum)
 from minimovq.reference import record   # keeps this lesson's headline tables under `make reference`
 from minimovq.train import Trainer, count_parameters
 from minimovq.vqgan import VQGAN
@@ -532,6 +533,25 @@ viz.zoom_crops({"input": x_test, **recons}, box=(0, 0, half), index=busiest)
 viz.zoom_crops({"input": x_test, **recons}, box=(half // 2, half // 2, half), index=0);
 
 # %% [markdown]
+# **Sharpness, frequency by frequency.** `sharpness %` sums all the fine detail into one number. The radially
+# averaged power spectrum (`minimovq.metrics.radial_power_spectrum`) spreads it out: the power of the grey levels at
+# each spatial frequency, from coarse structure (left) to the finest detail a pixel grid can hold (0.5 cycles per
+# pixel, right), for all reconstructions of the test split, divided by the same for the inputs. At 1 an arm keeps
+# the inputs' energy at that scale; below 1 it has lost some (blur); above 1 it adds energy the inputs do not have
+# (texture that may or may not be in the right place: the crops tell which). Look for the frequency where the curves
+# part, and for which arm stays closest to 1 at the right-hand end.
+
+# %%
+freqs, real_power = radial_power_spectrum(x_all)                       # (IMAGE_SIZE/2,) each
+fig, ax = plt.subplots(figsize=(6.5, 3.3))
+for name, model in models.items():
+    ax.plot(freqs, radial_power_spectrum(reconstruct_all(model))[1] / real_power, label=name)
+ax.axhline(1, c="k", lw=0.8, ls=":")
+ax.set(xlabel="spatial frequency (cycles per pixel)", ylabel="power: reconstructions / inputs", yscale="log",
+       title="how much of the inputs' spectrum each arm keeps")
+ax.legend(fontsize=8);
+
+# %% [markdown]
 # **Reading the table.** Read it in two halves, and compare L1+LPIPS+GAN with L1+LPIPS first: the same base model,
 # the same steps, and the GAN as the only difference.
 # - *Per image (PSNR, SSIM, LPIPS).* By section 1 the blurry average is what maximises PSNR and SSIM, so a loss that
@@ -539,18 +559,19 @@ viz.zoom_crops({"input": x_test, **recons}, box=(half // 2, half // 2, half), in
 #   is the expected price of the GAN, not its failure. LPIPS flatters the two arms that trained on it (and with a
 #   random trunk it is a weaker judge still).
 # - *Per distribution (sharpness, FD-patch, FD-VGG).* This is where the GAN is supposed to pay. Start with
-#   sharpness: L1+LPIPS below 100% would be the blur of section 1. Then FD-patch, the distance the discriminator's job
-#   maps onto: if the GAN arm's is lower than L1+LPIPS's, its reconstructions, as a set, have local statistics
-#   closer to real images — what the discriminator asks for — even where each one agrees less with its own input.
+#   sharpness: L1+LPIPS below 100% would be the blur of section 1 (the spectrum shows at which scales). Then
+#   FD-patch, the distance the discriminator's job maps onto: if the GAN arm's is lower than L1+LPIPS's, its
+#   reconstructions, as a set, have local statistics closer to real images — what the discriminator asks for — even
+#   where each one agrees less with its own input.
 #   Sharpness *above* 100% at the same time means it overshoots: it adds more high-frequency energy than the inputs
 #   have, in places the decoder cannot yet get right (look for noise and ringing in the crops). That is the
 #   discriminator's pull arriving faster than the decoder's skill, and it is what longer training and a later
 #   `disc_start` are for (section 7). FD-VGG reads the same question in deeper features; if it disagrees with
 #   FD-patch, remember its two caveats above.
 #
-# Trust the zoomed crops at least as much as any single number. And keep the scale in mind: taming's ImageNet model
-# trains for hundreds of thousands of steps and lets the discriminator in only at step 250,001; here it gets
-# `STEPS − GAN_START` steps.
+# Trust the zoomed crops and the spectrum at least as much as any single number. And keep the scale in mind:
+# taming's ImageNet model trains for hundreds of thousands of steps and lets the discriminator in only at step
+# 250,001; here it gets `STEPS − GAN_START` steps.
 
 # %%
 gan = histories["L1+LPIPS+GAN"]

@@ -440,7 +440,7 @@ recon_set = list(zip(decode(train_tokens[:N_TRAIN // 3]).cpu(), train_labels[:N_
 image_loader = data.make_loader(torch.utils.data.ConcatDataset([train_set, recon_set]), batch_size=64, shuffle=True)
 Trainer(feature_net, {"loss": torch.optim.Adam(feature_net.parameters(), lr=2e-3)}, device=P.device).fit(
     image_loader, lambda b, step: {"loss": F.cross_entropy(feature_net(b[0]), b[1])},
-    steps=P.pick(quick=30, cpu=1500, gpu=3000), desc="feature net")
+    steps=P.pick(quick=30, cpu=800, gpu=3000), desc="feature net")
 feature_net.eval()
 
 
