@@ -8,7 +8,9 @@ Runs Lesson 3's solution notebook up to its ablation, with the model's and the t
 ``--seed``, the L1 arm dropped, and one GAN fine-tune per ``--disc-weights`` value on the same L1+LPIPS base.
 ``--gan-start`` replaces the lesson's branch point (an expression in ``STEPS``); ``--grid`` saves the
 reconstructions of every arm as one image.
-Prints the table the lesson prints (PSNR, SSIM, LPIPS, sharpness, FD-patch, FD-VGG). Each run trains from scratch
+Prints the table the lesson prints (PSNR, SSIM, LPIPS, sharpness, FD-patch, FD-VGG) and the grey-level spectrum of
+the reconstructions over the inputs' (``power lo``/``power hi``: its geometric mean over the lower and the upper half
+of the frequencies; 1 = the inputs' energy). Each run trains from scratch
 in a temporary checkpoint folder. About 10 minutes per seed on one CPU core in the ``cpu`` profile.
 """
 from __future__ import annotations
@@ -43,6 +45,12 @@ def patched_cells(seed: int, weights: list[float], gan_start: str | None = None,
         if last:
             src = src[:src.index('results = {"L1"')] + (
                 'results = {k: evaluate(m, base_history.seconds + histories[k].seconds) for k, m in models.items()}\n'
+                '_, real_power = radial_power_spectrum(x_all)\n'
+                'for k, m in models.items():   # the grey-level spectrum, relative to the inputs (geometric means)\n'
+                '    log_ratio = (radial_power_spectrum(reconstruct_all(m))[1] / real_power).log()\n'
+                '    half = len(log_ratio) // 2\n'
+                '    results[k]["power lo"] = log_ratio[:half].mean().exp().item()\n'
+                '    results[k]["power hi"] = log_ratio[half:].mean().exp().item()\n'
                 f'print("seed {seed}, GAN from step", GAN_START)\nprint(format_table(results))\n')
             if grid:
                 src += ("with torch.no_grad():\n    recons = {k: m(x_test)[0].float().clamp(-1, 1) for k, m in models.items()}\n"

@@ -537,9 +537,13 @@ viz.zoom_crops({"input": x_test, **recons}, box=(half // 2, half // 2, half), in
 # averaged power spectrum (`minimovq.metrics.radial_power_spectrum`) spreads it out: the power of the grey levels at
 # each spatial frequency, from coarse structure (left) to the finest detail a pixel grid can hold (0.5 cycles per
 # pixel, right), for all reconstructions of the test split, divided by the same for the inputs. At 1 an arm keeps
-# the inputs' energy at that scale; below 1 it has lost some (blur); above 1 it adds energy the inputs do not have
-# (texture that may or may not be in the right place: the crops tell which). Look for the frequency where the curves
-# part, and for which arm stays closest to 1 at the right-hand end.
+# the inputs' energy at that scale; below 1 it has lost some (blur, or contrast); above 1 it adds energy the inputs
+# do not have (texture that may or may not be in the right place: the crops tell which). Look for the frequency
+# where the curves part, and for which arm stays closest to 1, at the right-hand end and overall.
+#
+# One difference from `sharpness %`: the spectrum is of grey levels (brightness), while `sharpness %` adds up the
+# three colour channels. So if an arm's sharpness is above 100% while its curve here stays below 1, its extra energy
+# is in *colour* — fringes and speckles that change hue more than brightness; look for them in the crops.
 
 # %%
 freqs, real_power = radial_power_spectrum(x_all)                       # (IMAGE_SIZE/2,) each
@@ -564,7 +568,8 @@ ax.legend(fontsize=8);
 #   reconstructions, as a set, have local statistics closer to real images — what the discriminator asks for — even
 #   where each one agrees less with its own input.
 #   Sharpness *above* 100% at the same time means it overshoots: it adds more high-frequency energy than the inputs
-#   have, in places the decoder cannot yet get right (look for noise and ringing in the crops). That is the
+#   have, in places the decoder cannot yet get right (look for noise and ringing in the crops, and read the
+#   spectrum to see whether the excess is in brightness or only in colour). That is the
 #   discriminator's pull arriving faster than the decoder's skill, and it is what longer training and a later
 #   `disc_start` are for (section 7). FD-VGG reads the same question in deeper features; if it disagrees with
 #   FD-patch, remember its two caveats above.
