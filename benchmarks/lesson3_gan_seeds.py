@@ -28,8 +28,7 @@ def patched_cells(seed: int, weights: list[float], gan_start: str | None = None,
     for cell in solution_code_cells("03_vqgan"):
         src = cell.source
         if "def make_vqgan(" in src:
-            src = replace_once(src, "    seed_everything(0)\n    return VQGAN", f"    seed_everything({seed})\n    return VQGAN",
-                               "the model's seed")
+            src = replace_once(src, "    seed_everything(0)\n", f"    seed_everything({seed})\n", "the model's seed")
         if "def train_vqgan(" in src:
             src = replace_once(src, "    torch.manual_seed(1)\n    loss_fn", f"    torch.manual_seed({seed + 1})\n    loss_fn",
                                "the training's seed")

@@ -35,6 +35,13 @@
 # `minimovq.vqgan.CONFIGS`; f = 4, so a 32 px image becomes 8 × 8 tokens). `DATASET = "photos"` (built in,
 # offline) has the textures and edges that a pixel loss smears; switch to `"cifar10"` or `"flowers102"`
 # (downloaded once into `data/cache/`) for a real dataset.
+#
+# **One addition to taming's recipe: dead-code restarts.** taming's VQGAN quantizes with Lesson 2's loss-based VQ
+# and nothing against dead codes. A small codebook trained for a few hundred steps may then collapse onto a few
+# codes (Lesson 2, section 7 measured it), and a tokenizer with a handful of codes cannot show what a better loss
+# buys. So `make_vqgan` adds Lesson 2's fix: a code unused for `RESTARTS` batches is re-seeded from the current
+# batch. The ablation prints `usage %` and `perplexity` for every arm; set `RESTARTS = 0` for taming's quantizer
+# exactly, and compare those columns.
 
 # %%
 import os
@@ -50,8 +57,10 @@ from minimovq.lpips import LPIPS
 from minimovq.metrics import (evaluate_reconstruction, format_table, frechet_distance, high_frequency_energy, psnr,
                               radial_power_spectrum)
 from minimovq.reference import record   # keeps this lesson's headline tables under `make reference`
+from minimovq.quantize import VectorQuantizer
 from minimovq.train import Trainer, count_parameters
-from minimovq.vqgan import VQGAN
+from minimovq.usage import codebook_usage
+from minimovq.vqgan import CONFIGS, VQGAN
 
 DATASET = "photos"          # "photos" | "shapes" (built in, offline) | "cifar10" | "flowers102" | "folder:<path>"
 IMAGE_SIZE = P.pick(quick=32, cpu=32, gpu=64)
@@ -64,6 +73,7 @@ GAN_START = 2 * STEPS // 3                        # the L1+LPIPS model the GAN f
 GAN_WARMUP = (STEPS - GAN_START) // 10            # ... and the GAN's weight on the generator ramps up over this
 DISC_LAYERS = 2                                   # 34 px receptive field: a patch of a 32-64 px image
 DISC_WEIGHT = 0.8                                 # taming's ImageNet value (try 0.3: section 6)
+RESTARTS = P.pick(quick=3, cpu=50, gpu=100)       # dead-code restarts (Lesson 2, section 7); 0 = taming's quantizer
 LR = P.pick(quick=4e-4, cpu=4e-4, gpu=2e-4)
 t_lesson = time.perf_counter()
 
@@ -345,8 +355,10 @@ adaptive_weight = checks.adaptive_weight(adaptive_weight)
 
 # %%
 def make_vqgan():
+    """The CONFIG model with taming's quantizer plus Lesson 2's dead-code restarts (`RESTARTS`; 0 switches them off)."""
     seed_everything(0)
-    return VQGAN.from_config(CONFIG).to(P.device)
+    quantizer = VectorQuantizer(CONFIGS[CONFIG]["n_embed"], CONFIGS[CONFIG]["embed_dim"], dead_code_threshold=RESTARTS)
+    return VQGAN.from_config(CONFIG, quantizer=quantizer).to(P.device)
 
 vqgan = make_vqgan()
 d_demo = NLayerDiscriminator(n_layers=DISC_LAYERS).to(P.device)
@@ -419,7 +431,7 @@ def train_vqgan(name, loss_fn, steps, init=None):
     opt_g = torch.optim.Adam(model.parameters(), lr=LR, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(loss_fn.discriminator.parameters(), lr=LR, betas=(0.5, 0.9))
     # the checkpoint holds the autoencoder and the discriminator (not the frozen LPIPS); none in the quick profile
-    ckpt = run_checkpoint(f"03_vqgan-{name}-{DATASET}-{CONFIG}-{IMAGE_SIZE}px-s{steps}", config={"lr": LR, "batch": BATCH, "n": N_TRAIN, "disc_start": loss_fn.disc_start, "warmup": GAN_WARMUP, "disc_layers": DISC_LAYERS, "disc_weight": loss_fn.disc_weight, "adaptive": loss_fn.use_adaptive_weight})
+    ckpt = run_checkpoint(f"03_vqgan-{name}-{DATASET}-{CONFIG}-{IMAGE_SIZE}px-s{steps}", config={"lr": LR, "batch": BATCH, "n": N_TRAIN, "disc_start": loss_fn.disc_start, "warmup": GAN_WARMUP, "disc_layers": DISC_LAYERS, "disc_weight": loss_fn.disc_weight, "adaptive": loss_fn.use_adaptive_weight, "restarts": RESTARTS})
     trainer = Trainer(nn.ModuleDict({"vqgan": model, "discriminator": loss_fn.discriminator}),
                       {"g": opt_g, "d": opt_d}, device=P.device, amp=P.amp, grad_clip=1.0, ckpt_path=ckpt)
     use_gan = loss_fn.disc_start < steps
@@ -512,7 +524,9 @@ def reconstruct_all(model):
 def evaluate(model, seconds):
     scores = evaluate_reconstruction(lambda x: model(x).x_hat, test_loader, device=P.device, lpips=lpips)
     rec = reconstruct_all(model)
+    usage = codebook_usage(model, test_loader, device=P.device)
     return {"psnr": scores["psnr"], "ssim": scores["ssim"], "lpips": scores["lpips"],
+            "usage %": 100 * usage.usage(), "perplexity": usage.perplexity(),
             "sharpness %": 100 * (high_frequency_energy(rec).mean() / high_frequency_energy(x_all).mean()).item(),
             "FD-patch": frechet_distance(patches(rec), real_patches),
             "FD-VGG": frechet_distance(vgg_features(rec), real_features), "seconds": seconds}
