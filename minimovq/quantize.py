@@ -13,7 +13,9 @@ split, not one batch.
 """
 from __future__ import annotations
 
+import inspect
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +100,15 @@ class _Quantizer(nn.Module):
             self.register_buffer("steps_unused", torch.zeros(n_embed, dtype=torch.long))
         if kmeans_init:
             self.register_buffer("initted", torch.tensor(False))
+
+    def options(self) -> dict[str, Any]:
+        """``{"class": this class's name, **every constructor option that differs from its default}``: what
+        rebuilds this quantizer around a fresh codebook of the same size (``VQGAN.config()`` saves it)."""
+        out: dict[str, Any] = {"class": type(self).__name__}
+        for name, p in inspect.signature(type(self).__init__).parameters.items():
+            if name not in ("self", "n_embed", "embed_dim") and getattr(self, name) != p.default:
+                out[name] = getattr(self, name)
+        return out
 
     @property
     def codebook(self) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch.nn as nn
 from .blocks import Decoder, Encoder, NormFactory, Normalize
 from .outputs import ModelOutput, QuantizerOutput
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, unwrap_state_dict
-from .quantize import VectorQuantizer
+from .quantize import EMAVectorQuantizer, VectorQuantizer
 from .validate import check_images
 
 # Named configurations: {"ddconfig": taming's ddconfig, "n_embed": K, "embed_dim": D}.
@@ -68,11 +68,13 @@ class VQGAN(nn.Module):
         beta: the commitment weight β.  groups: multichannel quantization (MoVQ): D splits into ``groups``
             contiguous channel groups that share one codebook of (K, D / groups); indices get a last axis G.
         quantizer: use this module instead (e.g. Lesson 2's ``EMAVectorQuantizer``); it must map
-            (B, D, h, w) -> (z_q, loss, indices) and provide ``get_codebook_entry(indices)``.
+            (B, D, h, w) -> (z_q, loss, indices) and provide ``get_codebook_entry(indices)``. Or a dict
+            ``{"class": "VectorQuantizer" | "EMAVectorQuantizer", **options}`` (what ``config()`` saves for a
+            minimovq quantizer with non-default options, e.g. ``dead_code_threshold``), built at (K, D).
     """
 
     def __init__(self, ddconfig: dict[str, Any], n_embed: int, embed_dim: int, legacy: bool = False,
-                 beta: float = 0.25, groups: int = 1, quantizer: nn.Module | None = None):
+                 beta: float = 0.25, groups: int = 1, quantizer: nn.Module | dict[str, Any] | None = None):
         super().__init__()
         if ddconfig.get("double_z", False):
             raise ValueError("VQGAN needs ddconfig['double_z'] = False (double_z doubles the encoder output "
@@ -82,6 +84,8 @@ class VQGAN(nn.Module):
         # Registration order = state-dict order: encoder, decoder, quantize, quant_conv, post_quant_conv.
         self.encoder = Encoder(**ddconfig)
         self.decoder = Decoder(**ddconfig, norm=self._decoder_norm(embed_dim))
+        if isinstance(quantizer, dict):
+            quantizer = _quantizer_from_options(quantizer, n_embed, embed_dim)
         self.quantize = quantizer if quantizer is not None else VectorQuantizer(
             n_embed, embed_dim, beta=beta, legacy=legacy, groups=groups)
         self.quant_conv = nn.Conv2d(z_channels, embed_dim, kernel_size=1)
@@ -201,10 +205,16 @@ class VQGAN(nn.Module):
                               f"{cls._pretrained_how(name)}")
 
     def config(self) -> dict[str, Any]:
-        """The constructor arguments that rebuild this model (with the default quantizer)."""
+        """The constructor arguments that rebuild this model. A minimovq quantizer with options beyond β, legacy and
+        groups (an EMA codebook, restarts, l2 codes, ...) adds ``quantizer``: its ``options()``; a quantizer of your
+        own is not recorded (rebuild it yourself, then ``load_state_dict``)."""
         q = self.quantize
-        return dict(ddconfig=copy.deepcopy(self.ddconfig), n_embed=self.n_embed, embed_dim=self.embed_dim,
-                    groups=getattr(q, "groups", 1), legacy=getattr(q, "legacy", False), beta=getattr(q, "beta", 0.25))
+        cfg = dict(ddconfig=copy.deepcopy(self.ddconfig), n_embed=self.n_embed, embed_dim=self.embed_dim,
+                   groups=getattr(q, "groups", 1), legacy=getattr(q, "legacy", False), beta=getattr(q, "beta", 0.25))
+        options = q.options() if callable(getattr(q, "options", None)) else {}
+        if {k: v for k, v in options.items() if k not in ("beta", "legacy", "groups")} not in ({}, {"class": "VectorQuantizer"}):
+            cfg["quantizer"] = options
+        return cfg
 
     def save(self, path: str | os.PathLike, **extra: Any) -> Path:
         """Atomically save ``{"class": class name, "config": config(), "groups": G, "model": state_dict, **extra}``
@@ -238,6 +248,16 @@ class VQGAN(nn.Module):
         kwargs.setdefault("col_names", ("input_size", "output_size", "kernel_size", "num_params"))
         return torchinfo.summary(self, input_size=(batch_size, self.encoder.in_channels, size, size),
                                  depth=depth, device=device, **kwargs)
+
+
+def _quantizer_from_options(options: dict[str, Any], n_embed: int, embed_dim: int) -> nn.Module:
+    """A fresh minimovq quantizer of (K, D) from ``{"class": ..., **options}`` (see ``_Quantizer.options``)."""
+    opts = dict(options)
+    classes = {"VectorQuantizer": VectorQuantizer, "EMAVectorQuantizer": EMAVectorQuantizer}
+    name = opts.pop("class", "VectorQuantizer")
+    if name not in classes:
+        raise ValueError(f"unknown quantizer class {name!r} in the config; expected one of {', '.join(classes)}")
+    return classes[name](n_embed, embed_dim, **opts)
 
 
 def from_config(name: str, **overrides: Any) -> VQGAN:

@@ -11,7 +11,7 @@ from minimovq import movq
 from minimovq.checkpoint import CheckpointError
 from minimovq.metrics import grid_artifact, smooth_regions
 from minimovq.movq import CONFIGS, MoVQ, SpatialNorm, from_config, group_quantize
-from minimovq.quantize import VectorQuantizer, quantize
+from minimovq.quantize import EMAVectorQuantizer, VectorQuantizer, quantize
 
 from tiny_configs import DD, TINY  # tests/tiny_configs.py
 
@@ -252,6 +252,26 @@ def test_save_and_from_checkpoint_roundtrip(tmp_path):
     torch.testing.assert_close(again.eval()(x)[0], m(x)[0])
     with pytest.raises(ValueError, match="expected a VQGAN"):
         VQGAN.from_checkpoint(path)
+
+
+@pytest.mark.parametrize("make_quantizer", [
+    lambda k, d: VectorQuantizer(k, d, dead_code_threshold=5, groups=4),          # restarts (Lesson 3) + groups
+    lambda k, d: EMAVectorQuantizer(k, d, decay=0.9, l2_norm=True),
+])
+def test_save_and_from_checkpoint_rebuild_a_non_default_quantizer(tmp_path, make_quantizer):
+    torch.manual_seed(0)
+    m = MoVQ(**TINY, quantizer=make_quantizer(TINY["n_embed"], TINY["embed_dim"]))
+    x = images(2, 3, 16, 16)
+    m(x)                                                            # one training step's buffers (restart counts)
+    m.eval()
+    options = m.config()["quantizer"]
+    assert options["class"] == type(m.quantize).__name__ and "n_embed" not in options
+    back = MoVQ.from_checkpoint(m.save(tmp_path / "m.pt"))          # failed before: unexpected buffers
+    assert type(back.quantize) is type(m.quantize) and back.quantize.extra_repr() == m.quantize.extra_repr()
+    torch.testing.assert_close(back.eval()(x)[0], m(x)[0])
+    assert "quantizer" not in MoVQ(**TINY).config()                  # default models keep taming's config
+    with pytest.raises(ValueError, match="unknown quantizer class 'Mine'"):
+        MoVQ(**TINY, quantizer={"class": "Mine"})
 
 
 def test_smooth_regions_and_grid_artifact_measure():
