@@ -29,8 +29,14 @@
 # Sizes come from the profile: `quick` (a CI smoke test), `cpu` (a laptop) or `gpu` (a Colab T4); the README lists
 # each lesson's measured time per profile. The models are lesson-sized SBER-style configs from `minimovq.movq.CONFIGS`
 # (f = 4, so a 32 px image becomes 8 × 8 positions; 16-dimensional codes, K = 128 or 256). Every arm of the
-# comparison shares the encoder design, the codebook size $K$, the loss, the seed, the data order and the number of
-# steps.
+# comparison shares the encoder design, the codebook size $K$, the quantizer, the loss, the seed, the data order and
+# the number of steps.
+#
+# **One addition to SBER's quantizer, as in Lesson 3: dead-code restarts.** SBER-MoVQGAN quantizes with taming's
+# loss-based VQ and nothing against dead codes; a small codebook trained for a few hundred steps may then collapse
+# onto a few codes (Lesson 2, section 7), and a comparison of decoders would mostly compare how many codes each arm
+# happens to keep alive. Every arm therefore re-seeds a code unused for `RESTARTS` batches from the current batch.
+# Section 5 prints each arm's usage and perplexity; set `RESTARTS = 0` for SBER's quantizer exactly and compare.
 
 # %%
 import time
@@ -53,6 +59,7 @@ DATASET = "shapes"          # smooth gradients + flat shapes (built in, offline)
 IMAGE_SIZE = P.pick(quick=32, cpu=32, gpu=64)
 CONFIG = P.pick(quick="tiny", cpu="tiny", gpu="small")      # a name in minimovq.movq.CONFIGS
 GROUPS = 4                                                 # channel groups in the multichannel arm
+RESTARTS = P.pick(quick=3, cpu=50, gpu=100)                # dead-code restarts (Lesson 2, section 7); 0 = SBER's quantizer
 N_TRAIN = P.pick(quick=256, cpu=10000, gpu=20000)
 N_TEST = P.pick(quick=32, cpu=500, gpu=1000)
 BATCH = P.pick(quick=8, cpu=16, gpu=32)
@@ -346,11 +353,18 @@ lpips = LPIPS().to(P.device)   # ImageNet VGG16 trunk (downloaded once); offline
 # the multichannel arms' bits per pixel
 ch_mult = cfg["ddconfig"]["ch_mult"]
 cfg_equal_bits = {**cfg, "ddconfig": {**cfg["ddconfig"], "ch_mult": ch_mult[:1] + ch_mult[2:]}}
-ARMS = {"vqgan": lambda: VQGAN(**cfg),
-        "vqgan+multichannel": lambda: VQGAN(**cfg, groups=GROUPS),
-        "movq": lambda: MoVQ(**cfg),
-        "movq+multichannel": lambda: MoVQ(**cfg, groups=GROUPS),
-        "equal-bits": lambda: MoVQ(**cfg_equal_bits)}
+
+
+def vq(groups=1):
+    """taming's / SBER's quantizer with Lesson 2's dead-code restarts (RESTARTS = 0: exactly theirs)."""
+    return VectorQuantizer(cfg["n_embed"], cfg["embed_dim"], groups=groups, dead_code_threshold=RESTARTS)
+
+
+ARMS = {"vqgan": lambda: VQGAN(**cfg, quantizer=vq()),
+        "vqgan+multichannel": lambda: VQGAN(**cfg, groups=GROUPS, quantizer=vq(GROUPS)),
+        "movq": lambda: MoVQ(**cfg, quantizer=vq()),
+        "movq+multichannel": lambda: MoVQ(**cfg, groups=GROUPS, quantizer=vq(GROUPS)),
+        "equal-bits": lambda: MoVQ(**cfg_equal_bits, quantizer=vq())}
 
 
 def train_arm(name, steps):
@@ -362,7 +376,7 @@ def train_arm(name, steps):
     opt_d = torch.optim.Adam(loss_fn.discriminator.parameters(), lr=LR, betas=(0.5, 0.9))
     train_loader.generator.manual_seed(1)            # the same data order for every arm (the loader's own RNG)
     tag = name.strip("+ ").replace(" ", "_")
-    ckpt = run_checkpoint(f"04_movq-{tag}-{DATASET}-{CONFIG}-{IMAGE_SIZE}px-s{steps}", config={"lr": LR, "batch": BATCH, "n": N_TRAIN, "gan_start": GAN_START, "groups": GROUPS})   # None in quick
+    ckpt = run_checkpoint(f"04_movq-{tag}-{DATASET}-{CONFIG}-{IMAGE_SIZE}px-s{steps}", config={"lr": LR, "batch": BATCH, "n": N_TRAIN, "gan_start": GAN_START, "groups": GROUPS, "restarts": RESTARTS})   # None in quick
     trainer = Trainer(nn.ModuleDict({"model": model, "discriminator": loss_fn.discriminator}),
                       {"g": opt_g, "d": opt_d}, device=P.device, amp=P.amp, grad_clip=1.0, ckpt_path=ckpt)
 
@@ -527,7 +541,9 @@ fig.suptitle("the code map of one smooth test image (colour = code; one square =
 # ## 5. Codebook usage
 # With the same $K$, a multichannel arm has $K^G$ combinations per position. Does it use its codebook better than
 # the single-code arms? Usage and perplexity are measured over the whole test split
-# (`minimovq.quantize.codebook_usage`; a multichannel arm counts the indices of all its groups).
+# (`minimovq.quantize.codebook_usage`; a multichannel arm counts the indices of all its groups). With restarts on
+# (`RESTARTS` > 0) a dead code does not stay dead, so expect high usage everywhere and read the *perplexity*: how
+# evenly each arm spreads its indices. With `RESTARTS = 0`, usage itself becomes the question.
 
 # %%
 print(format_table({name: {"usage %": r["usage %"], "perplexity": r["perplexity"], "bits/pixel": r["bits/pixel"],
