@@ -15,6 +15,7 @@ Data flow: ``z_q, loss, idx = quantize(quant_conv(encoder(x)))`` and ``x̂ = dec
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -68,9 +69,10 @@ class VQGAN(nn.Module):
         beta: the commitment weight β.  groups: multichannel quantization (MoVQ): D splits into ``groups``
             contiguous channel groups that share one codebook of (K, D / groups); indices get a last axis G.
         quantizer: use this module instead (e.g. Lesson 2's ``EMAVectorQuantizer``); it must map
-            (B, D, h, w) -> (z_q, loss, indices) and provide ``get_codebook_entry(indices)``. Or a dict
-            ``{"class": "VectorQuantizer" | "EMAVectorQuantizer", **options}`` (what ``config()`` saves for a
-            minimovq quantizer with non-default options, e.g. ``dead_code_threshold``), built at (K, D).
+            (B, D, h, w) -> (z_q, loss, indices) and provide ``get_codebook_entry(indices)``. Or a dict of
+            options, ``{"class": "VectorQuantizer" | "EMAVectorQuantizer" (default the former), **options}``, e.g.
+            ``{"dead_code_threshold": 50}``: built at (K, D) with ``beta``, ``legacy`` and ``groups`` from the
+            arguments above unless the dict sets them (what ``config()`` saves for a non-default quantizer).
     """
 
     def __init__(self, ddconfig: dict[str, Any], n_embed: int, embed_dim: int, legacy: bool = False,
@@ -85,7 +87,7 @@ class VQGAN(nn.Module):
         self.encoder = Encoder(**ddconfig)
         self.decoder = Decoder(**ddconfig, norm=self._decoder_norm(embed_dim))
         if isinstance(quantizer, dict):
-            quantizer = _quantizer_from_options(quantizer, n_embed, embed_dim)
+            quantizer = _quantizer_from_options(quantizer, n_embed, embed_dim, beta=beta, legacy=legacy, groups=groups)
         self.quantize = quantizer if quantizer is not None else VectorQuantizer(
             n_embed, embed_dim, beta=beta, legacy=legacy, groups=groups)
         self.quant_conv = nn.Conv2d(z_channels, embed_dim, kernel_size=1)
@@ -206,14 +208,15 @@ class VQGAN(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this model. A minimovq quantizer with options beyond β, legacy and
-        groups (an EMA codebook, restarts, l2 codes, ...) adds ``quantizer``: its ``options()``; a quantizer of your
-        own is not recorded (rebuild it yourself, then ``load_state_dict``)."""
+        groups (an EMA codebook, restarts, l2 codes, ...) adds ``quantizer``: those options (see
+        ``VectorQuantizer.options()``); a quantizer of your own is not recorded (rebuild it, then ``load_state_dict``)."""
         q = self.quantize
         cfg = dict(ddconfig=copy.deepcopy(self.ddconfig), n_embed=self.n_embed, embed_dim=self.embed_dim,
                    groups=getattr(q, "groups", 1), legacy=getattr(q, "legacy", False), beta=getattr(q, "beta", 0.25))
-        options = q.options() if callable(getattr(q, "options", None)) else {}
-        if {k: v for k, v in options.items() if k not in ("beta", "legacy", "groups")} not in ({}, {"class": "VectorQuantizer"}):
-            cfg["quantizer"] = options
+        if callable(getattr(q, "options", None)):
+            extra = {k: v for k, v in q.options().items() if k not in cfg}
+            if extra != {"class": "VectorQuantizer"}:
+                cfg["quantizer"] = extra
         return cfg
 
     def save(self, path: str | os.PathLike, **extra: Any) -> Path:
@@ -250,14 +253,16 @@ class VQGAN(nn.Module):
                                  depth=depth, device=device, **kwargs)
 
 
-def _quantizer_from_options(options: dict[str, Any], n_embed: int, embed_dim: int) -> nn.Module:
-    """A fresh minimovq quantizer of (K, D) from ``{"class": ..., **options}`` (see ``_Quantizer.options``)."""
+def _quantizer_from_options(options: dict[str, Any], n_embed: int, embed_dim: int, **defaults: Any) -> nn.Module:
+    """A fresh minimovq quantizer of (K, D) from ``{"class": ..., **options}`` (see ``_Quantizer.options``);
+    ``defaults`` (the model's beta, legacy, groups) fill in what the options leave out, where the class takes them."""
     opts = dict(options)
     classes = {"VectorQuantizer": VectorQuantizer, "EMAVectorQuantizer": EMAVectorQuantizer}
     name = opts.pop("class", "VectorQuantizer")
     if name not in classes:
         raise ValueError(f"unknown quantizer class {name!r} in the config; expected one of {', '.join(classes)}")
-    return classes[name](n_embed, embed_dim, **opts)
+    accepted = inspect.signature(classes[name]).parameters
+    return classes[name](n_embed, embed_dim, **{**{k: v for k, v in defaults.items() if k in accepted}, **opts})
 
 
 def from_config(name: str, **overrides: Any) -> VQGAN:

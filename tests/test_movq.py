@@ -270,6 +270,9 @@ def test_save_and_from_checkpoint_rebuild_a_non_default_quantizer(tmp_path, make
     assert type(back.quantize) is type(m.quantize) and back.quantize.extra_repr() == m.quantize.extra_repr()
     torch.testing.assert_close(back.eval()(x)[0], m(x)[0])
     assert "quantizer" not in MoVQ(**TINY).config()                  # default models keep taming's config
+    grouped = MoVQ(**TINY, groups=4, legacy=True, quantizer={"dead_code_threshold": 7})   # a dict takes the model's
+    assert (grouped.quantize.groups, grouped.quantize.legacy, grouped.quantize.dead_code_threshold) == (4, True, 7)
+    assert grouped.config()["quantizer"] == {"class": "VectorQuantizer", "dead_code_threshold": 7}
     with pytest.raises(ValueError, match="unknown quantizer class 'Mine'"):
         MoVQ(**TINY, quantizer={"class": "Mine"})
 
